@@ -1,0 +1,94 @@
+// Herald's configuration: one YAML file, every scalar key overridable by an environment variable
+// HERALD_<PATH> (the key's path upper-cased, dots as underscores, e.g. broker.queue_type ->
+// HERALD_BROKER_QUEUE_TYPE). Unknown keys, unknown HERALD_* variables and bad values stop start-up
+// with a message naming the key and, for the file, its line.
+#pragma once
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/time.h"
+
+namespace herald {
+
+using namespace std::chrono_literals;
+
+struct BrokerConfig {
+  std::string url = "amqp://guest:guest@127.0.0.1:5672/";
+  std::string queue_type = "quorum";  // quorum (replicated, the safe default) or classic
+  Millis heartbeat = 30s;             // dead peers are noticed within about twice this
+  Millis connect_timeout = 5s;
+  Millis reconnect_min = 100ms;       // first wait after a lost connection, doubled up to max
+  Millis reconnect_max = 10s;
+  int prefetch = 500;                 // unacked deliveries per consumer; bounds memory in flight
+  int publish_window = 1000;          // unconfirmed publishes per connection before waiting
+};
+
+struct StoreConfig {
+  std::string url = "sqlite://var/herald.db";  // sqlite:///abs/path, sqlite://rel/path, postgresql://
+};
+
+struct ApiConfig {
+  std::string listen = "127.0.0.1:8080";
+};
+
+struct EventsConfig {
+  long long max_body_bytes = 64 * 1024;  // DESIGN.md: 64 KiB
+  long long max_recipients = 10000;      // per event with an explicit recipient list
+  Millis dedup_window = 24h;
+};
+
+struct RetryConfig {
+  long long max_attempts = 6;
+  // One TTL queue per tier and channel; attempt n waits tiers[min(n-1, size-1)].
+  std::vector<Millis> tiers = {1s, 2s, 4s, 8s, 16s, 32s};
+};
+
+struct ChannelConfig {
+  bool enabled = true;
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace, debug, info, warn, error
+  std::string format = "text";  // text, or json (one JSON object per line)
+};
+
+struct Config {
+  BrokerConfig broker;
+  StoreConfig store;
+  ApiConfig api;
+  EventsConfig events;
+  RetryConfig retry;
+  std::map<std::string, ChannelConfig> channels;  // every known channel, enabled or not
+  LogConfig log;
+  Millis shutdown_grace = 30s;  // how long SIGTERM waits for in-flight work before closing
+
+  // Names of enabled channels, sorted.
+  std::vector<std::string> EnabledChannels() const;
+};
+
+// Channels Herald knows. The delivery queue herald.deliver.<name> exists for each enabled one.
+const std::vector<std::string>& KnownChannels();
+
+// Raised only while loading; the message lists every problem found, one per line.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Loads `path` (YAML) and applies HERALD_* overrides from `environ`-style entries ("K=V").
+// Throws ConfigError.
+Config LoadConfig(const std::string& path, const std::vector<std::string>& env);
+// The same from YAML text (`origin` names it in messages).
+Config LoadConfigText(const std::string& yaml, const std::string& origin,
+                      const std::vector<std::string>& env);
+
+// The process environment as "K=V" entries.
+std::vector<std::string> ProcessEnvironment();
+
+// Environment variables that are not configuration keys but are read by Herald's programs.
+inline constexpr const char* kConfigPathEnv = "HERALD_CONFIG";
+
+}  // namespace herald

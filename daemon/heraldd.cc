@@ -1,0 +1,137 @@
+// heraldd: runs any set of Herald's roles (engine, worker, api) in one process.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include "broker/publisher.h"
+#include "broker/topology.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "engine/intake.h"
+
+namespace herald {
+namespace {
+
+const std::vector<std::string> kRoles = {"engine", "worker", "api"};
+
+// Until the notification engine lands, a valid event is accepted and logged; Intake already
+// guarantees validation, the invalid queue and ack-after-done around it.
+class AcceptingEngine final : public Engine {
+ public:
+  void Handle(Event event, Done done) override {
+    spdlog::debug("engine: accepted event {} of type {} for {} recipient(s)", event.id, event.type,
+                  event.topic.empty() ? std::to_string(event.recipients.size()) : "topic " + event.topic);
+    done(Status::Ok());
+  }
+};
+
+std::string RedactUrl(const std::string& url) {
+  size_t at = url.rfind('@'), scheme = url.find("://");
+  if (at == std::string::npos || scheme == std::string::npos) return url;
+  size_t colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"heraldd: Herald's notification daemon"};
+  const char* env_config = std::getenv(kConfigPathEnv);
+  std::string config_path = env_config ? env_config : "config/herald.yaml";
+  std::string roles_arg = "engine,worker,api";
+  app.add_option("-c,--config", config_path, "configuration file (default $HERALD_CONFIG or config/herald.yaml)");
+  app.add_option("--roles", roles_arg, "comma-separated roles to run: engine, worker, api");
+  app.set_version_flag("--version", std::string(HERALD_VERSION));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  std::set<std::string> roles;
+  for (size_t start = 0; start <= roles_arg.size();) {
+    size_t comma = roles_arg.find(',', start);
+    std::string role = roles_arg.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (std::find(kRoles.begin(), kRoles.end(), role) == kRoles.end()) {
+      std::cerr << "heraldd: unknown role \"" << role << "\" in --roles (known: engine, worker, api)\n";
+      return 2;
+    }
+    roles.insert(role);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+
+  Config config;
+  try {
+    config = LoadConfig(config_path, ProcessEnvironment());
+  } catch (const ConfigError& e) {
+    std::cerr << "heraldd: configuration error:\n" << e.what() << "\n";
+    return 2;
+  }
+  SetupLogging(config.log.level, config.log.format);
+
+  // Signals are taken by sigwait in this thread only; every thread created later inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto spec = broker::TopologySpec::FromConfig(config);
+  {
+    // Fail fast on what retrying cannot fix (wrong credentials, conflicting queue arguments);
+    // an unreachable broker is only a warning: every role connects and retries by itself.
+    broker::Connection probe(ConnectOptionsFor(config, "start-up check"));
+    Status s = probe.Open();
+    if (s.ok()) s = broker::DeclareTopology(probe, spec);
+    if (!s.ok()) {
+      if (s.code() == Status::Code::kRejected || s.message().find("login") != std::string::npos) {
+        spdlog::critical("cannot use the broker at {}: {}", RedactUrl(config.broker.url), s.message());
+        return 1;
+      }
+      spdlog::warn("broker not reachable yet ({}); roles will keep retrying", s.message());
+    }
+  }
+
+  broker::Publisher::Options po;
+  po.connect = ConnectOptionsFor(config, "publisher");
+  po.window = config.broker.publish_window;
+  po.reconnect_min = config.broker.reconnect_min;
+  po.reconnect_max = config.broker.reconnect_max;
+  po.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
+  broker::Publisher publisher(po);
+  publisher.Start();
+
+  AcceptingEngine engine;
+  std::unique_ptr<Intake> intake;
+  if (roles.count("engine")) {
+    intake = std::make_unique<Intake>(config, engine, publisher, SystemClock::Instance());
+    intake->Start();
+  }
+  for (const char* pending : {"worker", "api"}) {
+    if (roles.count(pending)) spdlog::info("role {}: nothing to run in this version yet", pending);
+  }
+
+  std::string role_list;
+  for (const std::string& r : roles) role_list += (role_list.empty() ? "" : ",") + r;
+  spdlog::info("heraldd {} started: roles {}, broker {}, queue type {}", HERALD_VERSION, role_list,
+               RedactUrl(config.broker.url), config.broker.queue_type);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}, finishing in-flight work (up to {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               FormatDuration(config.shutdown_grace));
+  // Consumers stop first so nothing new arrives, then the publisher drains its confirms.
+  if (intake) intake->Stop(config.shutdown_grace);
+  publisher.Stop(config.shutdown_grace);
+  spdlog::info("heraldd stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace herald
+
+int main(int argc, char** argv) { return herald::Run(argc, argv); }

@@ -1,0 +1,23 @@
+// The engine: what happens to a valid event (decisions, fan-out). Intake hands events to it.
+#pragma once
+
+#include <functional>
+
+#include "core/status.h"
+#include "engine/event.h"
+
+namespace herald {
+
+class Engine {
+ public:
+  using Done = std::function<void(const Status&)>;
+  virtual ~Engine() = default;
+
+  // Takes one valid event. Must call `done` exactly once, from any thread, when the event's
+  // effects are durable (every delivery job confirmed by the broker): Ok acks the event; an
+  // error returns it to the queue to be processed again, so handling must be idempotent.
+  // Called from the intake's consumer thread: must not block for long.
+  virtual void Handle(Event event, Done done) = 0;
+};
+
+}  // namespace herald
