@@ -119,6 +119,7 @@ bool Publisher::SendQueued() {
     inflight_.push_back(std::move(item));
     batch.pop_front();
   }
+  if (inflight_.size() > max_inflight_.load()) max_inflight_ = inflight_.size();
   empty_amqp_pool(&pool);
   if (!batch.empty()) {
     std::lock_guard lock(mu_);

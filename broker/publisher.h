@@ -59,6 +59,8 @@ class Publisher {
   size_t Pending() const { return pending_.load(); }
   // How many times a connection was (re)established, for tests and metrics.
   uint64_t Connects() const { return connects_.load(); }
+  // The most messages ever unconfirmed at once: above 1 shows confirms are windowed.
+  size_t MaxInflight() const { return max_inflight_.load(); }
 
  private:
   struct Item {
@@ -96,6 +98,7 @@ class Publisher {
   std::atomic<bool> connected_{false};
   std::atomic<size_t> pending_{0};
   std::atomic<uint64_t> connects_{0};
+  std::atomic<size_t> max_inflight_{0};
 };
 
 }  // namespace herald::broker

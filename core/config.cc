@@ -158,7 +158,8 @@ class Section {
       }
       where = EnvName(path);
     } else {
-      list = node_.IsDefined() && !node_.IsNull() ? node_[key] : YAML::Node();
+      if (!node_.IsMap()) return;
+      list = node_[key];
       if (!list.IsDefined()) return;
     }
     auto fail = [&](const std::string& msg) {
@@ -305,7 +306,7 @@ Config Bind(const YAML::Node& root, Loader& loader) {
   api.Finish();
 
   Section events = top.Child("events");
-  events.Int("max_body_bytes", c.events.max_body_bytes, 1024, 16 * 1024 * 1024);
+  events.Int("max_body_bytes", c.events.max_body_bytes, 1024, 64 * 1024 * 1024);
   events.Int("max_recipients", c.events.max_recipients, 1, 1000000);
   events.Duration("dedup_window", c.events.dedup_window, 0s, std::chrono::hours(24 * 30));
   events.Finish();

@@ -36,7 +36,7 @@ struct Invalid {
 };
 
 struct EventLimits {
-  size_t max_body_bytes = 64 * 1024;
+  size_t max_body_bytes = 1024 * 1024;
   size_t max_recipients = 10000;
   size_t max_depth = 32;                 // JSON nesting; deeper input is refused before parsing
   std::vector<std::string> channels;     // names allowed in data.channels

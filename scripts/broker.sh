@@ -79,6 +79,7 @@ prometheus.tcp.port = $((port + 2))
 loopback_users.guest = true
 log.console = false
 log.file.level = warning
+collect_statistics_interval = 500
 CONF
   echo '[rabbitmq_management].' >"$dir/enabled_plugins"
 
