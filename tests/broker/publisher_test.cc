@@ -88,17 +88,23 @@ TEST_CASE("Publisher: a dropped connection is re-established and nothing confirm
   broker::Publisher pub(Options(vhost, 50));
   pub.Start();
   REQUIRE(pub.PublishAndWait(ToEngine("first"), 10s).ok());
-  std::atomic<int> ok{0}, failed{0};
-  const int n = 2000;
+  std::atomic<int> ok{0}, failed{0}, sent{0};
+  std::atomic<bool> closed{false};
+  // Publishes steadily until the connection has been closed under it, then 500 more.
   std::thread producer([&] {
-    for (int i = 0; i < n; ++i) {
+    int after = 0;
+    for (int i = 0; i < 100000 && after < 500; ++i) {
       pub.Publish(ToEngine(std::to_string(i)), [&](const Status& s) { (s.ok() ? ok : failed)++; });
-      if (i % 100 == 0) std::this_thread::sleep_for(5ms);
+      ++sent;
+      if (closed) ++after;
+      if (i % 20 == 0) std::this_thread::sleep_for(2ms);
     }
   });
   REQUIRE(WaitFor([&] { return ok > 200; }, 20s));
   CHECK(CloseConnections(vhost.name()) >= 1);
+  closed = true;
   producer.join();
+  const int n = sent;
   REQUIRE(WaitFor([&] { return ok + failed == n; }, 60s));
   CHECK(failed == 0);
   CHECK(pub.Connects() >= 2);
@@ -106,7 +112,7 @@ TEST_CASE("Publisher: a dropped connection is re-established and nothing confirm
   Peek peek(vhost.url());
   std::set<std::string> seen;
   while (auto m = peek.Get(broker::kEngineQueue)) seen.insert(m->body);
-  CHECK(seen.size() == n + 1);
+  CHECK(seen.size() == static_cast<size_t>(n) + 1);
 }
 
 TEST_CASE("Publisher: stop fails what could not be sent instead of dropping it silently") {
