@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "engine/intake.h"
+#include "store/store.h"
 
 namespace herald {
 namespace {
@@ -79,6 +80,12 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+
+  std::unique_ptr<Store> store;
+  if (Status s = OpenStore(config.store.url, store); !s.ok()) {
+    spdlog::critical("cannot open the store: {}", s.message());
+    return 1;
+  }
 
   auto spec = broker::TopologySpec::FromConfig(config);
   {

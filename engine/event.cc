@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <unordered_set>
 
 #include "core/time.h"
 #include "core/utf8.h"
@@ -227,7 +228,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
   auto data_it = doc.find("data");
   if (data_it == doc.end() || data_it->is_null()) return Invalid{"data", "required"};
   if (!data_it->is_object()) return Invalid{"data", std::string("must be an object, not ") + TypeName(*data_it)};
-  const json& data = *data_it;
+  json& data = *data_it;  // members are moved out once checked
 
   for (auto it = data.begin(); it != data.end(); ++it) {
     const std::string& k = it.key();
@@ -239,21 +240,29 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
   bool has_recipients = data.contains("recipients"), has_topic = data.contains("topic");
   if (has_recipients == has_topic) return Invalid{"data", "must have exactly one of \"recipients\" or \"topic\""};
   if (has_recipients) {
-    const json& r = data["recipients"];
+    json& r = data["recipients"];
     if (!r.is_array()) return Invalid{"data.recipients", std::string("must be an array, not ") + TypeName(r)};
     if (r.empty()) return Invalid{"data.recipients", "must name at least one user"};
     if (r.size() > limits.max_recipients) {
       return Invalid{"data.recipients", "at most " + std::to_string(limits.max_recipients) + " users per event (got " +
                                             std::to_string(r.size()) + "); use a topic for more"};
     }
-    std::set<std::string_view> seen;
+    std::unordered_set<std::string_view> seen;
+    seen.reserve(r.size() * 2);
     e.recipients.reserve(r.size());
     for (size_t i = 0; i < r.size(); ++i) {
-      std::string at = "element " + std::to_string(i);
-      if (!r[i].is_string()) return Invalid{"data.recipients", at + " must be a string, not " + TypeName(r[i])};
-      const std::string& user = r[i].get_ref<const std::string&>();
-      if (std::string why = CheckUserId(user); !why.empty()) return Invalid{"data.recipients", at + " " + why};
-      if (seen.insert(user).second) e.recipients.push_back(user);
+      auto at = [i] { return "element " + std::to_string(i); };
+      if (!r[i].is_string()) return Invalid{"data.recipients", at() + " must be a string, not " + TypeName(r[i])};
+      if (std::string why = CheckUserId(r[i].get_ref<const std::string&>()); !why.empty()) {
+        return Invalid{"data.recipients", at() + " " + why};
+      }
+    }
+    // Moving strings out of the document leaves the views in `seen` dangling, so dedupe first.
+    std::vector<bool> keep(r.size());
+    for (size_t i = 0; i < r.size(); ++i) keep[i] = seen.insert(r[i].get_ref<const std::string&>()).second;
+    seen.clear();
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (keep[i]) e.recipients.push_back(std::move(r[i].get_ref<std::string&>()));
     }
   } else {
     const json& t = data["topic"];
@@ -266,7 +275,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
 
   if (auto v = data.find("vars"); v != data.end()) {
     if (!v->is_object()) return Invalid{"data.vars", std::string("must be an object, not ") + TypeName(*v)};
-    e.vars = *v;
+    e.vars = std::move(*v);
   }
 
   if (auto ch = data.find("channels"); ch != data.end()) {

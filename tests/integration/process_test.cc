@@ -13,8 +13,13 @@ namespace {
 std::string Heraldd() { return BinaryDir() + "/heraldd"; }
 std::string Herald() { return BinaryDir() + "/herald"; }
 
+std::string StoreUrl(const std::string& name) {
+  return "sqlite://" + TempFile(name, "") + ".d/herald.db";
+}
+
 std::vector<std::string> EnvFor(const Vhost& vhost) {
-  return {"HERALD_BROKER_URL=" + vhost.url(), "HERALD_BROKER_RECONNECT_MAX=1s", "HERALD_LOG_LEVEL=debug"};
+  return {"HERALD_BROKER_URL=" + vhost.url(), "HERALD_BROKER_RECONNECT_MAX=1s", "HERALD_LOG_LEVEL=debug",
+          "HERALD_STORE_URL=" + StoreUrl(vhost.name())};
 }
 
 std::string ValidEvent(const std::string& id) {
@@ -56,7 +61,8 @@ TEST_CASE("heraldd: configuration errors stop start-up with the key, the line an
 TEST_CASE("heraldd: wrong broker credentials stop start-up with a clear message") {
   std::string url = "amqp://guest:wrong@127.0.0.1:" + std::to_string(BrokerPort()) + "/";
   std::string out;
-  CHECK(Run({Heraldd(), "--config", SourceDir() + "/config/herald.yaml"}, {"HERALD_BROKER_URL=" + url}, &out) == 1);
+  CHECK(Run({Heraldd(), "--config", SourceDir() + "/config/herald.yaml"},
+            {"HERALD_BROKER_URL=" + url, "HERALD_STORE_URL=" + StoreUrl("creds")}, &out) == 1);
   CHECK_THAT(out, Contains("login") && Contains("amqp://guest:***@"));
   CHECK_THAT(out, !Contains("wrong"));  // the password is never printed
 }
@@ -88,6 +94,14 @@ TEST_CASE("heraldd: consumes events from other clients and exits 0 on SIGTERM") 
   REQUIRE(code);
   CHECK(*code == 0);
   CHECK_THAT(d.Output(), Contains("received SIGTERM") && Contains("heraldd stopped"));
+}
+
+TEST_CASE("heraldd: an unusable store stops start-up with the path and exit code 1") {
+  std::string file = TempFile("plain-file", "x");
+  std::string out;
+  CHECK(Run({Heraldd(), "--config", SourceDir() + "/config/herald.yaml"},
+            {"HERALD_STORE_URL=sqlite://" + file + "/herald.db"}, &out) == 1);
+  CHECK_THAT(out, Contains("cannot open the store") && Contains(file));
 }
 
 TEST_CASE("heraldd: JSON log lines are valid JSON objects") {

@@ -63,7 +63,7 @@ TEST_CASE("Restart: with the broker restarted mid-stream, every confirmed event 
   Vhost daemon_vhost("restart-daemon");
   Process d({BinaryDir() + "/heraldd", "--config", SourceDir() + "/config/herald.yaml", "--roles", "engine"},
             {"HERALD_BROKER_URL=" + daemon_vhost.url(), "HERALD_BROKER_RECONNECT_MAX=1s",
-             "HERALD_BROKER_HEARTBEAT=5s"},
+             "HERALD_BROKER_HEARTBEAT=5s", "HERALD_STORE_URL=sqlite://" + TempFile("restart", "") + ".d/herald.db"},
             "heraldd-restart");
   REQUIRE(WaitFor([&] { return d.OutputContains("started"); }, 15s));
 
