@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
+#include "broker/options.h"
 #include "broker/publisher.h"
 #include "broker/topology.h"
 #include "core/config.h"
@@ -91,7 +92,7 @@ int Run(int argc, char** argv) {
   {
     // Fail fast on what retrying cannot fix (wrong credentials, conflicting queue arguments);
     // an unreachable broker is only a warning: every role connects and retries by itself.
-    broker::Connection probe(ConnectOptionsFor(config, "start-up check"));
+    broker::Connection probe(broker::ConnectOptionsFor(config, "heraldd start-up check"));
     Status s = probe.Open();
     if (s.ok()) s = broker::DeclareTopology(probe, spec);
     if (!s.ok()) {
@@ -103,13 +104,7 @@ int Run(int argc, char** argv) {
     }
   }
 
-  broker::Publisher::Options po;
-  po.connect = ConnectOptionsFor(config, "publisher");
-  po.window = config.broker.publish_window;
-  po.reconnect_min = config.broker.reconnect_min;
-  po.reconnect_max = config.broker.reconnect_max;
-  po.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
-  broker::Publisher publisher(po);
+  broker::Publisher publisher(broker::PublisherOptionsFor(config, "heraldd publisher"));
   publisher.Start();
 
   AcceptingEngine engine;

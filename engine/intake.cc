@@ -1,8 +1,8 @@
 #include "engine/intake.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
+#include "broker/options.h"
 #include "broker/topology.h"
 #include "core/metrics.h"
 #include "core/time.h"
@@ -24,29 +24,13 @@ CounterFamily& InvalidCounter() {
 
 }  // namespace
 
-broker::ConnectOptions ConnectOptionsFor(const Config& config, const std::string& purpose) {
-  broker::ConnectOptions o;
-  o.url = config.broker.url;
-  o.heartbeat = config.broker.heartbeat;
-  o.connect_timeout = config.broker.connect_timeout;
-  o.connection_name = "heraldd " + purpose + " (pid " + std::to_string(::getpid()) + ")";
-  return o;
-}
-
 Intake::Intake(const Config& config, Engine& engine, broker::Publisher& publisher, const Clock& clock)
     : engine_(engine), publisher_(publisher), clock_(clock) {
   limits_.max_body_bytes = static_cast<size_t>(config.events.max_body_bytes);
   limits_.max_recipients = static_cast<size_t>(config.events.max_recipients);
   limits_.channels = config.EnabledChannels();
 
-  broker::Consumer::Options o;
-  o.connect = ConnectOptionsFor(config, "engine intake");
-  o.queue = broker::kEngineQueue;
-  o.prefetch = config.broker.prefetch;
-  o.reconnect_min = config.broker.reconnect_min;
-  o.reconnect_max = config.broker.reconnect_max;
-  auto spec = broker::TopologySpec::FromConfig(config);
-  o.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
+  auto o = broker::ConsumerOptionsFor(config, "heraldd engine intake", broker::kEngineQueue);
   consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) { OnDelivery(std::move(d)); });
 }
 

@@ -36,7 +36,4 @@ class Intake {
   std::unique_ptr<broker::Consumer> consumer_;
 };
 
-// Connection settings for one role's connection, from the configuration.
-broker::ConnectOptions ConnectOptionsFor(const Config& config, const std::string& purpose);
-
 }  // namespace herald

@@ -10,7 +10,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "engine/event.h"
-#include "engine/intake.h"
+#include "broker/options.h"
 
 namespace herald {
 namespace {
@@ -104,11 +104,8 @@ int Publish(const Config& config, const PublishArgs& a) {
     return Fail(kExitUsage, "event is invalid: " + why->ToString());
   }
 
-  broker::Publisher::Options po;
-  po.connect = ConnectOptionsFor(config, "herald publish");
+  auto po = broker::PublisherOptionsFor(config, "herald publish");
   po.reconnect_max = Millis(1000);
-  auto spec = broker::TopologySpec::FromConfig(config);
-  po.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
   broker::Publisher publisher(po);
   publisher.Start();
   broker::Message m;
@@ -127,7 +124,7 @@ int Publish(const Config& config, const PublishArgs& a) {
 }
 
 int DeclareTopologyCommand(const Config& config) {
-  broker::Connection conn(ConnectOptionsFor(config, "herald topology"));
+  broker::Connection conn(broker::ConnectOptionsFor(config, "herald topology"));
   Status s = conn.Open();
   auto spec = broker::TopologySpec::FromConfig(config);
   if (s.ok()) s = broker::DeclareTopology(conn, spec);

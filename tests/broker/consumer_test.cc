@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "broker/consumer.h"
+#include "broker/options.h"
 #include "broker/publisher.h"
 #include "broker/topology.h"
 #include "tests/support/test_env.h"
@@ -23,15 +24,10 @@ struct Recorder {
 };
 
 broker::Consumer::Options Options(const Vhost& vhost, int prefetch, Millis heartbeat = 5s) {
-  broker::Consumer::Options o;
-  o.connect = {vhost.url(), heartbeat, 5s, "consumer test"};
-  o.queue = broker::kEngineQueue;
-  o.prefetch = prefetch;
-  o.reconnect_min = 50ms;
-  o.reconnect_max = 500ms;
-  auto spec = broker::TopologySpec::FromConfig(vhost.MakeConfig());
-  o.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
-  return o;
+  Config config = vhost.MakeConfig();
+  config.broker.prefetch = prefetch;
+  config.broker.heartbeat = heartbeat;
+  return broker::ConsumerOptionsFor(config, "consumer test", broker::kEngineQueue);
 }
 
 void Fill(const Vhost& vhost, int n) {

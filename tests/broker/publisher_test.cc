@@ -3,6 +3,7 @@
 #include <set>
 #include <thread>
 
+#include "broker/options.h"
 #include "broker/publisher.h"
 #include "broker/topology.h"
 #include "tests/support/test_env.h"
@@ -13,13 +14,8 @@ using namespace herald::test;
 namespace {
 
 broker::Publisher::Options Options(const Vhost& vhost, int window = 100) {
-  broker::Publisher::Options o;
-  o.connect = {vhost.url(), 5s, 5s, "publisher test"};
+  auto o = broker::PublisherOptionsFor(vhost.MakeConfig(), "publisher test");
   o.window = window;
-  o.reconnect_min = 50ms;
-  o.reconnect_max = 500ms;
-  auto spec = broker::TopologySpec::FromConfig(vhost.MakeConfig());
-  o.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
   return o;
 }
 

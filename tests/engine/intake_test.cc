@@ -2,7 +2,7 @@
 #include <atomic>
 #include <mutex>
 
-#include "broker/topology.h"
+#include "broker/options.h"
 #include "core/metrics.h"
 #include "engine/intake.h"
 #include "tests/support/test_env.h"
@@ -51,13 +51,7 @@ class RecordingEngine final : public Engine {
 
 struct Harness {
   explicit Harness(const std::string& name) : vhost(name), config(vhost.MakeConfig()) {
-    broker::Publisher::Options po;
-    po.connect = ConnectOptionsFor(config, "test publisher");
-    po.reconnect_min = 50ms;
-    po.reconnect_max = 500ms;
-    auto spec = broker::TopologySpec::FromConfig(config);
-    po.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
-    publisher = std::make_unique<broker::Publisher>(po);
+    publisher = std::make_unique<broker::Publisher>(broker::PublisherOptionsFor(config, "test publisher"));
     publisher->Start();
     intake = std::make_unique<Intake>(config, engine, *publisher, SystemClock::Instance());
     intake->Start();

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <set>
 
+#include "broker/options.h"
 #include "broker/topology.h"
 #include "engine/intake.h"
 #include "tests/support/test_env.h"
@@ -46,13 +47,7 @@ void Broker(const std::string& action) {
 TEST_CASE("Restart: with the broker restarted mid-stream, every confirmed event reaches the engine") {
   Vhost vhost("restart");
   Config config = vhost.MakeConfig();
-  broker::Publisher::Options po;
-  po.connect = ConnectOptionsFor(config, "restart publisher");
-  po.reconnect_min = 50ms;
-  po.reconnect_max = 500ms;
-  auto spec = broker::TopologySpec::FromConfig(config);
-  po.on_connect = [spec](broker::Connection& c) { return broker::DeclareTopology(c, spec); };
-  broker::Publisher publisher(po);
+  broker::Publisher publisher(broker::PublisherOptionsFor(config, "restart publisher"));
   publisher.Start();
   CollectingEngine engine;
   Intake intake(config, engine, publisher, SystemClock::Instance());
