@@ -8,7 +8,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache
   # libraries
   librabbitmq-dev libcurl4-openssl-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev
-  libfmt-dev catch2 libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libmstch-dev
+  libfmt-dev catch2 libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libmstch-dev libboost-dev
+  libhowardhinnant-date-dev tzdata
   # broker and tools the tests drive
   rabbitmq-server amqp-tools python3-pika curl procps
 )

@@ -1,26 +1,79 @@
-// The store: durable state that is not on the broker (preferences, dedup records, traces, inbox,
-// dead letters). This version opens it and manages the schema; the tables come with the features
-// that use them.
+// The store: durable state that is not on the broker. One interface, an SQLite implementation
+// (one node; WAL) and later a PostgreSQL one (several nodes). Every method is thread-safe, returns
+// a Status instead of throwing, and is idempotent where the comment says so, because delivery is
+// at least once and the same event may be processed twice.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "core/clock.h"
 #include "core/status.h"
+#include "engine/preferences.h"
 
 namespace herald {
+
+// The outcome of one recipient's decision, kept for GET /v1/notifications/{nid}/trace.
+struct TraceRecord {
+  std::string notification_id;  // deterministic: event id + user
+  std::string event_id;
+  std::string event_type;
+  std::string user_id;
+  SystemTime created_at;
+  std::string decision_json;  // the decision and its rule-by-rule reasons (engine/decision.h)
+};
 
 class Store {
  public:
   virtual ~Store() = default;
-  // True if a write can be made now (for readiness checks). Thread-safe.
+
+  // True if a write can be made now (for readiness checks).
   virtual Status CheckWritable() = 0;
   // The schema version the store is at.
   virtual int SchemaVersion() = 0;
+
+  // ---- preferences ----
+  // NotFound if the user has none stored.
+  virtual Status GetPreferences(const std::string& user_id, Preferences& out) = 0;
+  // Several users at once (for fan-out); users without stored preferences are absent from `out`.
+  virtual Status GetPreferencesBatch(const std::vector<std::string>& user_ids,
+                                     std::vector<Preferences>& out) = 0;
+  // Replaces the stored preferences of p.user_id. Idempotent.
+  virtual Status PutPreferences(const Preferences& p) = 0;
+  virtual Status DeletePreferences(const std::string& user_id) = 0;
+
+  // ---- topics ----
+  virtual Status Subscribe(const std::string& topic, const std::string& user_id) = 0;    // idempotent
+  virtual Status Unsubscribe(const std::string& topic, const std::string& user_id) = 0;  // idempotent
+  // Subscribers of `topic` in user id order, strictly after `after` (empty = from the start), at
+  // most `limit`: keyset paging, so a topic of any size is read in bounded memory.
+  virtual Status TopicPage(const std::string& topic, const std::string& after, size_t limit,
+                           std::vector<std::string>& out) = 0;
+
+  // ---- event de-duplication (DESIGN.md rule 1) ----
+  enum class DedupState { kNew, kInProgress, kDone };
+  // Records that processing of `event_id` begins, unless a record exists that has not expired:
+  // returns kNew (recorded now), kInProgress (begun earlier, not finished: e.g. a crash) or kDone.
+  virtual Status BeginEvent(const std::string& event_id, SystemTime now, SystemTime expires_at,
+                            DedupState& state) = 0;
+  // Marks the event done. Idempotent.
+  virtual Status FinishEvent(const std::string& event_id) = 0;
+  // Deletes records that expired before `now`; reports how many.
+  virtual Status PurgeDedup(SystemTime now, size_t& purged) = 0;
+
+  // ---- decision traces (DESIGN.md rule 8) ----
+  // Writes all records in one transaction; an existing notification id is replaced. Idempotent.
+  virtual Status PutTraces(const std::vector<TraceRecord>& records) = 0;
+  virtual Status GetTrace(const std::string& notification_id, TraceRecord& out) = 0;  // NotFound
 };
 
 // Opens the store named by `url` (sqlite:///abs/path or sqlite://rel/path), creating the file,
 // its directory and the schema as needed. Fails with a message naming the path and the cause.
-Status OpenStore(const std::string& url, std::unique_ptr<Store>& out);
+// `known_channels` is passed to ParsePreferences when stored documents are read back.
+Status OpenStore(const std::string& url, std::unique_ptr<Store>& out,
+                 const std::vector<std::string>& known_channels = {"email", "in_app", "push", "webhook"});
 
 }  // namespace herald
