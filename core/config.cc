@@ -179,26 +179,58 @@ class Section {
     out = std::move(parsed);
   }
 
+  // A list of strings (YAML sequence). Not overridable from the environment.
+  void StrList(const char* key, std::vector<std::string>& out,
+               const std::function<std::string(const std::string&)>& check = {}) {
+    Known(key);
+    if (!node_.IsMap()) return;
+    YAML::Node list = node_[key];
+    if (!list.IsDefined() || list.IsNull()) return;
+    std::string path = Path(key);
+    if (!list.IsSequence()) return loader_.Error(list, path + ": must be a list");
+    std::vector<std::string> parsed;
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (!list[i].IsScalar()) return loader_.Error(list[i], path + "[" + std::to_string(i) + "]: must be a string");
+      std::string v = list[i].Scalar();
+      if (check) {
+        if (std::string problem = check(v); !problem.empty()) {
+          return loader_.Error(list[i], path + "[" + std::to_string(i) + "]: " + problem);
+        }
+      }
+      if (std::find(parsed.begin(), parsed.end(), v) == parsed.end()) parsed.push_back(v);
+    }
+    out = std::move(parsed);
+  }
+
   Section Child(const char* key) {
     Known(key);
     YAML::Node child = node_.IsDefined() && !node_.IsNull() ? node_[key] : YAML::Node();
     return Section(loader_, child, Path(key), env_enabled_);
   }
 
-  // A mapping whose keys are names chosen by the user (e.g. channel names).
-  void Entries(const char* key, const std::function<void(const std::string&, Section&)>& fn) {
+  // A mapping whose keys are names chosen by the user (event types, locales). Such names can
+  // hold dots and capitals, so `env=false` keeps environment overrides out of them.
+  void Entries(const char* key, const std::function<void(const std::string&, Section&)>& fn, bool env = true) {
     Section child = Child(key);
-    if (!child.node_.IsDefined() || child.node_.IsNull()) return;
-    for (auto it = child.node_.begin(); it != child.node_.end(); ++it) {
+    if (!env) child.env_enabled_ = false;
+    child.EachEntry(fn);
+  }
+
+  // Every key of this mapping as a user-chosen name with a mapping as value.
+  void EachEntry(const std::function<void(const std::string&, Section&)>& fn) {
+    if (!node_.IsMap()) return;
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
       std::string name = it->first.as<std::string>();
-      child.Known(name.c_str());
-      Section entry(loader_, it->second, child.Path(name.c_str()), env_enabled_);
+      Known(name);
+      Section entry(loader_, it->second, Path(name.c_str()), env_enabled_);
       fn(name, entry);
       entry.Finish();
     }
   }
 
-  void Error(const std::string& msg) { loader_.Error(node_, path_ + ": " + msg); }
+  bool Present() const { return node_.IsMap(); }
+
+  void Error(const std::string& msg) { loader_.Error(node_, path_.empty() ? msg : path_ + ": " + msg); }
 
   void Finish() {
     if (!node_.IsDefined() || node_.IsNull()) return;
@@ -260,6 +292,89 @@ std::string CheckAmqpUrl(const std::string& v) {
   if (v.rfind("amqp://", 0) == 0) return "";
   if (v.rfind("amqps://", 0) == 0) return "amqps:// (TLS) is not supported yet; use amqp://";
   return "must start with amqp:// (got \"" + v + "\")";
+}
+
+std::string CheckLocale(const std::string& v) {
+  if (v.empty() || v.size() > 35) return "must be a locale like en, de or pt-BR (got \"" + v + "\")";
+  for (char ch : v) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') {
+      return "must be a locale like en, de or pt-BR (got \"" + v + "\")";
+    }
+  }
+  return "";
+}
+
+std::string CheckChannelName(const std::string& v) {
+  const auto& known = KnownChannels();
+  if (std::find(known.begin(), known.end(), v) != known.end()) return "";
+  std::string list;
+  for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+  return "unknown channel \"" + v + "\" (known: " + list + ")";
+}
+
+bool ValidName(const std::string& v, size_t max) {
+  if (v.empty() || v.size() > max) return false;
+  for (char ch : v) {
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-')) return false;
+  }
+  return true;
+}
+
+void BindEventType(const std::string& name, Section& t, Config& c) {
+  EventTypeConfig et;
+  et.name = name;
+  if (!ValidName(name, 128)) t.Error("event type names must match [a-z0-9._-]{1,128}");
+  t.Str("category", et.category, [](const std::string& v) {
+    return ValidName(v, 64) ? "" : "must match [a-z0-9._-]{1,64} (got \"" + v + "\")";
+  });
+  t.Bool("critical", et.critical);
+  t.StrList("channels", et.channels, CheckChannelName);
+  t.StrList("required_vars", et.required_vars);
+  t.Entries("templates", [&](const std::string& channel, Section& per_channel) {
+    if (std::string problem = CheckChannelName(channel); !problem.empty()) return per_channel.Error(problem);
+    per_channel.EachEntry([&](const std::string& locale, Section& fields) {
+      if (std::string problem = CheckLocale(locale); !problem.empty()) return fields.Error(problem);
+      TemplateFields& out = et.templates[channel][locale];
+      for (const std::string& field : TemplateFieldsFor(channel)) {
+        std::string source;
+        fields.Str(field.c_str(), source);
+        if (!source.empty()) out[field] = source;
+      }
+    });
+  });
+  if (et.channels.empty()) t.Error("channels: name at least one channel");
+  for (const auto& [channel, locales] : et.templates) {
+    if (std::find(et.channels.begin(), et.channels.end(), channel) == et.channels.end()) {
+      t.Error("templates." + channel + ": " + channel + " is not in channels");
+    }
+  }
+  c.event_types[name] = std::move(et);
+}
+
+// Checks that need the whole document: every channel of a type has a complete template in the
+// default locale (webhooks carry the event data and need none).
+void CheckEventTypes(Section& top, const Config& c) {
+  for (const auto& [name, et] : c.event_types) {
+    for (const std::string& channel : et.channels) {
+      if (channel == "webhook") continue;
+      size_t required = 0;
+      const auto& fields = TemplateFieldsFor(channel, &required);
+      auto ch = et.templates.find(channel);
+      const TemplateFields* t = nullptr;
+      if (ch != et.templates.end()) {
+        auto loc = ch->second.find(c.engine.default_locale);
+        if (loc != ch->second.end()) t = &loc->second;
+      }
+      std::string where = "event_types." + name + ".templates." + channel + "." + c.engine.default_locale;
+      if (!t) {
+        top.Error(where + ": missing (every channel needs a template in engine.default_locale)");
+        continue;
+      }
+      for (size_t i = 0; i < required; ++i) {
+        if (!t->count(fields[i])) top.Error(where + "." + fields[i] + ": required");
+      }
+    }
+  }
 }
 
 std::string CheckStoreUrl(const std::string& v) {
@@ -325,6 +440,20 @@ Config Bind(const YAML::Node& root, Loader& loader) {
   }
   channels.Finish();
 
+  Section engine = top.Child("engine");
+  engine.Int("workers", c.engine.workers, 1, 64);
+  engine.Int("fanout_batch", c.engine.fanout_batch, 1, 10000);
+  engine.Str("default_locale", c.engine.default_locale, CheckLocale);
+  engine.Int("budget_per_hour", c.engine.budget_per_hour, 0, 1000000);
+  engine.Duration("presence_ttl", c.engine.presence_ttl, 1s, 24h);
+  engine.Int("prefs_cache_size", c.engine.prefs_cache_size, 0, 100000000);
+  engine.Duration("prefs_cache_ttl", c.engine.prefs_cache_ttl, 0s, 24h);
+  engine.Finish();
+
+  top.Entries("event_types", [&](const std::string& name, Section& t) { BindEventType(name, t, c); },
+              /*env=*/false);
+  CheckEventTypes(top, c);
+
   Section log = top.Child("log");
   log.OneOf("level", c.log.level, {"trace", "debug", "info", "warn", "error"});
   log.OneOf("format", c.log.format, {"text", "json"});
@@ -338,6 +467,17 @@ Config Bind(const YAML::Node& root, Loader& loader) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& TemplateFieldsFor(const std::string& channel, size_t* required) {
+  static const std::vector<std::string> kEmail = {"subject", "text", "html"};
+  static const std::vector<std::string> kOther = {"title", "body"};
+  if (channel == "email") {
+    if (required) *required = 2;  // html is optional
+    return kEmail;
+  }
+  if (required) *required = channel == "webhook" ? 0 : 2;
+  return kOther;
+}
 
 const std::vector<std::string>& KnownChannels() {
   static const std::vector<std::string> kChannels = {"email", "in_app", "push", "webhook"};

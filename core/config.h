@@ -52,6 +52,29 @@ struct ChannelConfig {
   bool enabled = true;
 };
 
+struct EngineConfig {
+  long long workers = 2;               // threads deciding and fanning out events
+  long long fanout_batch = 500;        // recipients loaded, decided and published together
+  std::string default_locale = "en";   // templates fall back to this locale
+  long long budget_per_hour = 20;      // DESIGN.md rule 7: push + email per user per hour
+  Millis presence_ttl = 60s;           // an "active" heartbeat counts this long
+  long long prefs_cache_size = 100000; // users whose preferences are kept in memory (LRU)
+  Millis prefs_cache_ttl = 60s;        // a cached entry is reloaded after this, invalidation or not
+};
+
+// One template: field name -> Mustache source ("title", "body"; email: "subject", "text", "html").
+using TemplateFields = std::map<std::string, std::string>;
+
+struct EventTypeConfig {
+  std::string name;
+  std::string category = "default";
+  bool critical = false;  // ignores quiet hours, mute and the budget; only configuration decides
+  std::vector<std::string> channels;       // channels this type may use, in preference order
+  std::vector<std::string> required_vars;  // missing from data.vars -> the event is invalid
+  // channel -> locale -> fields
+  std::map<std::string, std::map<std::string, TemplateFields>> templates;
+};
+
 struct LogConfig {
   std::string level = "info";   // trace, debug, info, warn, error
   std::string format = "text";  // text, or json (one JSON object per line)
@@ -64,6 +87,8 @@ struct Config {
   EventsConfig events;
   RetryConfig retry;
   std::map<std::string, ChannelConfig> channels;  // every known channel, enabled or not
+  EngineConfig engine;
+  std::map<std::string, EventTypeConfig> event_types;
   LogConfig log;
   Millis shutdown_grace = 30s;  // how long SIGTERM waits for in-flight work before closing
 
@@ -73,6 +98,9 @@ struct Config {
 
 // Channels Herald knows. The delivery queue herald.deliver.<name> exists for each enabled one.
 const std::vector<std::string>& KnownChannels();
+
+// The template fields each channel accepts; the first ones listed are required.
+const std::vector<std::string>& TemplateFieldsFor(const std::string& channel, size_t* required = nullptr);
 
 // Raised only while loading; the message lists every problem found, one per line.
 class ConfigError : public std::runtime_error {

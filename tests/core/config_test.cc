@@ -99,3 +99,43 @@ TEST_CASE("Config: YAML syntax errors and missing files are reported") {
     CHECK_THAT(e.what(), Contains("/nonexistent/herald.yaml") && Contains("No such file"));
   }
 }
+
+TEST_CASE("Config: event types with templates, and what is wrong with them") {
+  const char* good = R"(
+engine: { default_locale: en, budget_per_hour: 5 }
+event_types:
+  billing.invoice.paid:
+    category: billing
+    channels: [in_app, email, webhook]
+    required_vars: [amount]
+    templates:
+      in_app:
+        en: { title: "Paid", body: "{{amount}}" }
+      email:
+        en: { subject: "Paid", text: "{{amount}}", html: "<b>{{amount}}</b>" }
+        de: { subject: "Bezahlt", text: "{{amount}}" }
+)";
+  Config c = LoadConfigText(good, "x", {});
+  REQUIRE(c.event_types.count("billing.invoice.paid"));
+  const EventTypeConfig& t = c.event_types.at("billing.invoice.paid");
+  CHECK(t.category == "billing");
+  CHECK_FALSE(t.critical);
+  CHECK(t.channels == std::vector<std::string>{"in_app", "email", "webhook"});
+  CHECK(t.required_vars == std::vector<std::string>{"amount"});
+  CHECK(t.templates.at("email").at("de").at("subject") == "Bezahlt");
+  CHECK(c.engine.budget_per_hour == 5);
+
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [sms]\n"), Contains("event_types.a.b.channels[0]: unknown channel \"sms\""));
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [email]\n"),
+             Contains("event_types.a.b.templates.email.en: missing"));
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [push]\n    templates:\n      push:\n        en: { title: t }\n"),
+             Contains("event_types.a.b.templates.push.en.body: required"));
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [push]\n    templates:\n      push:\n        en: { title: t, body: b, subject: s }\n"),
+             Contains("unknown key event_types.a.b.templates.push.en.subject"));
+  CHECK_THAT(LoadError("event_types:\n  A B:\n    channels: [webhook]\n"), Contains("event type names must match"));
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [webhook]\n    critical: yes-please\n"),
+             Contains("event_types.a.b.critical: must be true or false"));
+  CHECK_THAT(LoadError("event_types:\n  a.b:\n    channels: [webhook]\n    templates:\n      email:\n        en: { subject: s, text: t }\n"),
+             Contains("templates.email: email is not in channels"));
+  CHECK_THAT(LoadError("event_types:\n  a.b: {}\n"), Contains("channels: name at least one channel"));
+}

@@ -1,0 +1,31 @@
+// Rendering of the per-channel, per-locale Mustache templates of the event types (libmstch).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/config.h"
+#include "core/status.h"
+
+namespace herald {
+
+// Checks the Mustache syntax of one template source: balanced tags and properly nested
+// sections; partials and delimiter changes are refused. Returns "" or what is wrong.
+std::string CheckTemplateSyntax(const std::string& source);
+
+// Checks every template of every event type; throws ConfigError naming each bad key.
+void CheckTemplates(const Config& config);
+
+struct RenderedContent {
+  std::string locale;  // the locale whose template was used
+  TemplateFields fields;
+};
+
+// Renders `channel`'s template of `type` for `locale`, falling back from "de-AT" to "de" to
+// `default_locale`. Variables come from `vars`; in the "html" field every value is HTML-escaped,
+// elsewhere values are inserted as they are. Title and subject never contain CR, LF or other
+// control characters. NotFound if the type has no template for the channel (webhook).
+Status Render(const EventTypeConfig& type, const std::string& channel, const std::string& locale,
+              const std::string& default_locale, const nlohmann::json& vars, RenderedContent& out);
+
+}  // namespace herald
