@@ -12,23 +12,14 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "engine/intake.h"
+#include "engine/notification_engine.h"
+#include "engine/templates.h"
 #include "store/store.h"
 
 namespace herald {
 namespace {
 
 const std::vector<std::string> kRoles = {"engine", "worker", "api"};
-
-// Until the notification engine lands, a valid event is accepted and logged; Intake already
-// guarantees validation, the invalid queue and ack-after-done around it.
-class AcceptingEngine final : public Engine {
- public:
-  void Handle(Event event, Done done) override {
-    spdlog::debug("engine: accepted event {} of type {} for {} recipient(s)", event.id, event.type,
-                  event.topic.empty() ? std::to_string(event.recipients.size()) : "topic " + event.topic);
-    done(Status::Ok());
-  }
-};
 
 std::string RedactUrl(const std::string& url) {
   size_t at = url.rfind('@'), scheme = url.find("://");
@@ -68,6 +59,7 @@ int Run(int argc, char** argv) {
   Config config;
   try {
     config = LoadConfig(config_path, ProcessEnvironment());
+    CheckTemplates(config);
   } catch (const ConfigError& e) {
     std::cerr << "heraldd: configuration error:\n" << e.what() << "\n";
     return 2;
@@ -83,7 +75,7 @@ int Run(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   std::unique_ptr<Store> store;
-  if (Status s = OpenStore(config.store.url, store); !s.ok()) {
+  if (Status s = OpenStore(config.store.url, store, KnownChannels()); !s.ok()) {
     spdlog::critical("cannot open the store: {}", s.message());
     return 1;
   }
@@ -107,10 +99,16 @@ int Run(int argc, char** argv) {
   broker::Publisher publisher(broker::PublisherOptionsFor(config, "heraldd publisher"));
   publisher.Start();
 
-  AcceptingEngine engine;
+  const Clock& clock = SystemClock::Instance();
+  LocalPresence presence(config.engine.presence_ttl);
+  PreferenceCache prefs(*store, static_cast<size_t>(config.engine.prefs_cache_size), config.engine.prefs_cache_ttl,
+                        clock);
+  std::unique_ptr<NotificationEngine> engine;
   std::unique_ptr<Intake> intake;
   if (roles.count("engine")) {
-    intake = std::make_unique<Intake>(config, engine, publisher, SystemClock::Instance());
+    engine = std::make_unique<NotificationEngine>(config, *store, prefs, presence, publisher, clock);
+    engine->Start();
+    intake = std::make_unique<Intake>(config, *engine, publisher, clock);
     intake->Start();
   }
   for (const char* pending : {"worker", "api"}) {
@@ -128,6 +126,7 @@ int Run(int argc, char** argv) {
                FormatDuration(config.shutdown_grace));
   // Consumers stop first so nothing new arrives, then the publisher drains its confirms.
   if (intake) intake->Stop(config.shutdown_grace);
+  if (engine) engine->Stop();
   publisher.Stop(config.shutdown_grace);
   spdlog::info("heraldd stopped");
   return 0;

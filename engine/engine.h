@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include "core/status.h"
 #include "engine/event.h"
@@ -18,6 +19,10 @@ class Engine {
   // error returns it to the queue to be processed again, so handling must be idempotent.
   // Called from the intake's consumer thread: must not block for long.
   virtual void Handle(Event event, Done done) = 0;
+
+  // Checks that need the engine's configuration (the event type exists, its required variables
+  // are given). An event refused here goes to herald.events.invalid like a malformed one.
+  virtual std::optional<Invalid> Check(const Event& /*event*/) const { return std::nullopt; }
 };
 
 }  // namespace herald

@@ -46,6 +46,10 @@ void Intake::OnDelivery(broker::Delivery&& delivery) {
     MoveToInvalid(std::move(delivery), *why);
     return;
   }
+  if (auto why = engine_.Check(event)) {
+    MoveToInvalid(std::move(delivery), *why);
+    return;
+  }
   ReceivedCounter().With({event.type}).Inc();
   broker::DeliveryRef ref{delivery.tag, delivery.generation};
   broker::Consumer* consumer = consumer_.get();

@@ -1,0 +1,83 @@
+// NotificationEngine: the Engine that decides and fans out (DESIGN.md data flow, engine part).
+//
+// For each event: de-duplicate by id (store-backed, survives restarts), resolve recipients (the
+// list, or a topic read page by page), and per batch of recipients: load preferences (cache),
+// read presence and budget, decide (engine/decision.h), write the decision traces, render the
+// templates once per channel and locale, and publish one delivery job per chosen channel to
+// herald.deliver. The event is reported done only when every job is confirmed by the broker.
+// Delivery ids are a hash of (event id, user, channel), so processing an event again after a
+// crash produces the same ids and workers can refuse what they already sent.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "broker/publisher.h"
+#include "core/config.h"
+#include "engine/engine.h"
+#include "engine/prefs_cache.h"
+#include "engine/presence.h"
+#include "store/store.h"
+
+namespace herald {
+
+// "n-" + 32 hex digits of SHA-256(event id, user): one inbox entry / trace per event and user.
+std::string NotificationId(const std::string& event_id, const std::string& user);
+// "d-" + 32 hex digits of SHA-256(event id, user, channel).
+std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel);
+
+// Push + e-mail sent per user in a sliding hour (DESIGN.md rule 7), kept in memory.
+class Budget {
+ public:
+  explicit Budget(size_t limit) : limit_(limit) {}
+  long long Count(const std::string& user, SystemTime now);
+  void Record(const std::string& user, SystemTime now);
+
+ private:
+  const size_t limit_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::deque<SystemTime>> sent_;
+  size_t ops_ = 0;
+};
+
+class NotificationEngine final : public Engine {
+ public:
+  // Everything passed must outlive the engine.
+  NotificationEngine(const Config& config, Store& store, PreferenceCache& prefs, Presence& presence,
+                     broker::Publisher& publisher, const Clock& clock);
+  ~NotificationEngine() override;
+
+  void Start();
+  // Finishes the events already taken, then stops the workers.
+  void Stop();
+
+  std::optional<Invalid> Check(const Event& event) const override;
+  void Handle(Event event, Done done) override;
+
+ private:
+  struct Tracker;
+  void Work();
+  void Process(Event& event, Done done);
+  Status ProcessBatch(const Event& event, const EventTypeConfig& type, const std::vector<std::string>& users,
+                      const std::shared_ptr<Tracker>& tracker);
+
+  const Config& config_;
+  Store& store_;
+  PreferenceCache& prefs_;
+  Presence& presence_;
+  broker::Publisher& publisher_;
+  const Clock& clock_;
+  Budget budget_;
+  std::vector<std::string> enabled_channels_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<Event, Done>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace herald

@@ -1,0 +1,180 @@
+// The engine through the real broker: events in (also from pika), delivery jobs out, read back
+// from the herald.deliver.<channel> queues.
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "broker/options.h"
+#include "engine/intake.h"
+#include "engine/notification_engine.h"
+#include "engine/templates.h"
+#include "tests/support/test_env.h"
+
+using namespace herald;
+using namespace herald::test;
+using nlohmann::json;
+
+namespace {
+
+std::string Dir(const std::string& name) {
+  return "/tmp/herald-test-" + std::to_string(::getpid()) + "-" + name;
+}
+
+struct Harness {
+  Harness(const Vhost& vhost, const std::string& store_dir) {
+    config = LoadConfig(SourceDir() + "/config/herald.yaml", {});
+    config.broker.url = vhost.url();
+    config.broker.reconnect_min = Millis(50);
+    config.broker.reconnect_max = Millis(500);
+    config.retry.tiers = {Millis(1000)};
+    CheckTemplates(config);
+    REQUIRE(OpenStore("sqlite://" + store_dir + "/herald.db", store, KnownChannels()).ok());
+    cache = std::make_unique<PreferenceCache>(*store, 1000, Millis(60000), SystemClock::Instance());
+    publisher = std::make_unique<broker::Publisher>(broker::PublisherOptionsFor(config, "engine test"));
+    publisher->Start();
+    engine = std::make_unique<NotificationEngine>(config, *store, *cache, presence, *publisher, SystemClock::Instance());
+    engine->Start();
+    intake = std::make_unique<Intake>(config, *engine, *publisher, SystemClock::Instance());
+    intake->Start();
+    REQUIRE(WaitFor([&] { return intake->Consuming(); }, 15s));
+  }
+  ~Harness() {
+    intake->Stop(2s);
+    engine->Stop();
+    publisher->Stop(2s);
+  }
+  Config config;
+  std::unique_ptr<Store> store;
+  LocalPresence presence{Millis(60000)};
+  std::unique_ptr<PreferenceCache> cache;
+  std::unique_ptr<broker::Publisher> publisher;
+  std::unique_ptr<NotificationEngine> engine;
+  std::unique_ptr<Intake> intake;
+};
+
+void PutPrefs(Store& store, const std::string& user, const json& doc) {
+  Preferences p;
+  Status s = ParsePreferences(doc, user, KnownChannels(), p);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  REQUIRE(store.PutPreferences(p).ok());
+}
+
+std::string MakeEvent(const std::string& id, const std::string& type, const json& recipients, const json& vars) {
+  return json{{"specversion", "1.0"}, {"id", id}, {"source", "/test"}, {"type", type},
+              {"data", {{"recipients", recipients}, {"vars", vars}}}}
+      .dump();
+}
+
+// Every job on the channel queues, by channel; waits until `total` jobs arrived.
+std::map<std::string, std::vector<json>> Jobs(const Vhost& vhost, size_t total) {
+  Peek peek(vhost.url());
+  std::map<std::string, std::vector<json>> out;
+  size_t n = 0;
+  WaitFor([&] {
+    for (const char* ch : {"in_app", "push", "email", "webhook"}) {
+      while (auto m = peek.Get(std::string("herald.deliver.") + ch)) {
+        out[ch].push_back(json::parse(m->body));
+        CHECK(m->message_id == out[ch].back()["delivery_id"]);
+        ++n;
+      }
+    }
+    return n >= total;
+  }, 20s, 50ms);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Engine: each recipient gets exactly the jobs the rules choose, rendered in their locale") {
+  Vhost vhost("engine-basic");
+  Harness e(vhost, Dir("engine-basic"));
+  PutPrefs(*e.store, "u-de", {{"locale", "de"}, {"timezone", "Europe/Berlin"},
+                              {"contacts", {{"email", "de@example.org"}, {"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});
+  PutPrefs(*e.store, "u-active", {{"contacts", {{"email", "a@example.org"}}}});
+  e.presence.Heartbeat("u-active", true, SystemClock::Instance().Now());
+  std::string out;
+  REQUIRE(PikaPublish(vhost.url(), "herald.events", "billing.invoice.paid",
+                      MakeEvent("evt-1", "billing.invoice.paid", {"u-de", "u-active", "u-unknown"}, {{"amount", "12 €"}}),
+                      &out) == 0);
+  auto jobs = Jobs(vhost, 4);
+  REQUIRE(jobs["in_app"].size() == 3);
+  REQUIRE(jobs["push"].size() == 1);
+  CHECK(jobs["email"].empty());
+  CHECK(jobs["webhook"].empty());
+  const json& push = jobs["push"][0];
+  CHECK(push["user_id"] == "u-de");
+  CHECK(push["delivery_id"] == DeliveryId("evt-1", "u-de", "push"));
+  CHECK(push["notification_id"] == NotificationId("evt-1", "u-de"));
+  CHECK(push["locale"] == "de");
+  CHECK(push["content"]["title"] == "Rechnung bezahlt");
+  CHECK(push["content"]["body"] == "12 € erhalten. Danke!");
+  CHECK(push["contact"]["push"][0]["token"] == "tok");
+  REQUIRE(push["fallback"].size() == 1);
+  CHECK(push["fallback"][0]["channel"] == "email");
+  CHECK(push["fallback"][0]["contact"]["email"] == "de@example.org");
+  CHECK(push["fallback"][0]["content"]["subject"] == "Ihre Rechnung über 12 € wurde bezahlt");
+  std::set<std::string> in_app_users;
+  for (const json& j : jobs["in_app"]) in_app_users.insert(j["user_id"]);
+  CHECK(in_app_users == std::set<std::string>{"u-de", "u-active", "u-unknown"});
+
+  // Every recipient's decision is traced.
+  TraceRecord trace;
+  REQUIRE(e.store->GetTrace(NotificationId("evt-1", "u-active"), trace).ok());
+  json decision = json::parse(trace.decision_json);
+  CHECK(decision["channels"] == json::array({"in_app"}));
+  CHECK(decision["active"] == true);
+  CHECK(trace.decision_json.find("user is active: in-app only") != std::string::npos);
+}
+
+TEST_CASE("Engine: a duplicate event id sends nothing new, also after a restart") {
+  Vhost vhost("engine-dedup");
+  std::string dir = Dir("engine-dedup");
+  std::string body = MakeEvent("evt-dup", "social.post.liked", {"u-1"}, {{"who", "Ada"}});
+  {
+    Harness e(vhost, dir);
+    Peek peek(vhost.url());
+    peek.Publish("herald.events", "social.post.liked", body);
+    REQUIRE(Jobs(vhost, 1)["in_app"].size() == 1);
+    peek.Publish("herald.events", "social.post.liked", body);
+    REQUIRE(WaitFor([&] { return peek.Depth("herald.engine") == 0; }, 10s));
+  }
+  Harness again(vhost, dir);
+  Peek peek(vhost.url());
+  peek.Publish("herald.events", "social.post.liked", body);
+  REQUIRE(WaitFor([&] { return peek.Depth("herald.engine") == 0; }, 10s));
+  std::this_thread::sleep_for(500ms);
+  CHECK(peek.Depth("herald.deliver.in_app") == 0);
+}
+
+TEST_CASE("Engine: unknown types and missing required variables are invalid events") {
+  Vhost vhost("engine-invalid");
+  Harness e(vhost, Dir("engine-invalid"));
+  Peek peek(vhost.url());
+  peek.Publish("herald.events", "x", MakeEvent("e1", "no.such.type", {"u-1"}, json::object()));
+  peek.Publish("herald.events", "x", MakeEvent("e2", "billing.invoice.paid", {"u-1"}, json::object()));
+  auto m = peek.WaitGet("herald.events.invalid", 10s);
+  REQUIRE(m);
+  CHECK(m->headers["x-herald-reason"] == "type: no event type \"no.such.type\" is configured (see event_types)");
+  m = peek.WaitGet("herald.events.invalid", 10s);
+  REQUIRE(m);
+  CHECK(m->headers["x-herald-reason"] ==
+        "data.vars: missing \"amount\", required by event type billing.invoice.paid");
+  CHECK(peek.Depth("herald.deliver.in_app") == 0);
+}
+
+TEST_CASE("Engine: a topic fans out to every subscriber, page by page") {
+  Vhost vhost("engine-topic");
+  Harness e(vhost, Dir("engine-topic"));
+  for (int i = 0; i < 1234; ++i) REQUIRE(e.store->Subscribe("followers-of-u-9", "f-" + std::to_string(i)).ok());
+  Peek peek(vhost.url());
+  peek.Publish("herald.events", "social.post.liked",
+               json{{"specversion", "1.0"}, {"id", "evt-topic"}, {"source", "/t"}, {"type", "social.post.liked"},
+                    {"data", {{"topic", "followers-of-u-9"}, {"vars", {{"who", "u-9"}}}}}}
+                   .dump());
+  auto jobs = Jobs(vhost, 1234);
+  REQUIRE(jobs["in_app"].size() == 1234);
+  std::set<std::string> users;
+  for (const json& j : jobs["in_app"]) users.insert(j["user_id"]);
+  CHECK(users.size() == 1234);
+  CHECK(jobs["in_app"][0]["content"]["body"] == "u-9 liked your post.");
+}
