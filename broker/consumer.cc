@@ -58,11 +58,22 @@ Status Consumer::Connect() {
   if (options_.on_connect) {
     if (Status s = options_.on_connect(conn_); !s.ok()) return s;
   }
+  std::string queue = options_.queue;
+  if (queue.empty()) {
+    amqp_queue_declare_ok_t* declared = amqp_queue_declare(conn_.state(), Connection::kChannel, amqp_empty_bytes, 0,
+                                                           /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1,
+                                                           amqp_empty_table);
+    if (Status s = conn_.CheckRpc("declare private queue"); !s.ok()) return s;
+    queue = ToString(declared->queue);
+    amqp_queue_bind(conn_.state(), Connection::kChannel, Bytes(queue), Bytes(options_.bind_exchange),
+                    amqp_empty_bytes, amqp_empty_table);
+    if (Status s = conn_.CheckRpc(("bind private queue to " + options_.bind_exchange).c_str()); !s.ok()) return s;
+  }
   amqp_basic_qos(conn_.state(), Connection::kChannel, 0, static_cast<uint16_t>(options_.prefetch), 0);
   if (Status s = conn_.CheckRpc("basic.qos"); !s.ok()) return s;
-  amqp_basic_consume_ok_t* ok = amqp_basic_consume(conn_.state(), Connection::kChannel, Bytes(options_.queue),
+  amqp_basic_consume_ok_t* ok = amqp_basic_consume(conn_.state(), Connection::kChannel, Bytes(queue),
                                                    amqp_empty_bytes, 0, /*no_ack=*/0, 0, amqp_empty_table);
-  if (Status s = conn_.CheckRpc(("consume " + options_.queue).c_str()); !s.ok()) return s;
+  if (Status s = conn_.CheckRpc(("consume " + queue).c_str()); !s.ok()) return s;
   consumer_tag_ = ToString(ok->consumer_tag);
   return Status::Ok();
 }

@@ -37,7 +37,10 @@ class Consumer {
 
   struct Options {
     ConnectOptions connect;
-    std::string queue;
+    std::string queue;           // empty: a private queue, see bind_exchange
+    // With an empty `queue`: consume a server-named, exclusive queue of this process, bound to
+    // this (fanout) exchange and gone with the connection: signals, not work.
+    std::string bind_exchange;
     int prefetch = 500;
     Millis reconnect_min{100};
     Millis reconnect_max{10000};

@@ -11,6 +11,7 @@
 #include "broker/topology.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "engine/control.h"
 #include "engine/intake.h"
 #include "engine/notification_engine.h"
 #include "engine/templates.h"
@@ -105,6 +106,8 @@ int Run(int argc, char** argv) {
                         clock);
   std::unique_ptr<NotificationEngine> engine;
   std::unique_ptr<Intake> intake;
+  ControlListener control(config, prefs);
+  control.Start();
   if (roles.count("engine")) {
     engine = std::make_unique<NotificationEngine>(config, *store, prefs, presence, publisher, clock);
     engine->Start();
@@ -127,6 +130,7 @@ int Run(int argc, char** argv) {
   // Consumers stop first so nothing new arrives, then the publisher drains its confirms.
   if (intake) intake->Stop(config.shutdown_grace);
   if (engine) engine->Stop();
+  control.Stop();
   publisher.Stop(config.shutdown_grace);
   spdlog::info("heraldd stopped");
   return 0;

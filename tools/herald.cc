@@ -9,7 +9,9 @@
 #include "broker/topology.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "engine/control.h"
 #include "engine/event.h"
+#include "store/store.h"
 #include "broker/options.h"
 
 namespace herald {
@@ -142,6 +144,106 @@ int DeclareTopologyCommand(const Config& config) {
   return 0;
 }
 
+std::string ReadInput(const std::string& file, std::string& error) {
+  std::stringstream buf;
+  if (file.empty() || file == "-") {
+    buf << std::cin.rdbuf();
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+      error = "cannot read " + file + ": " + std::strerror(errno);
+      return "";
+    }
+    buf << in.rdbuf();
+  }
+  return buf.str();
+}
+
+int OpenStoreOrFail(const Config& config, std::unique_ptr<Store>& store) {
+  if (Status s = OpenStore(config.store.url, store, KnownChannels()); !s.ok()) {
+    return Fail(kExitFailure, "cannot open the store: " + s.message());
+  }
+  return 0;
+}
+
+// Tells every running heraldd to drop its cached copy; a failure only delays the change until
+// the cache TTL, so it is a warning.
+void Announce(const Config& config, const std::string& user) {
+  auto po = broker::PublisherOptionsFor(config, "herald prefs");
+  po.reconnect_max = Millis(1000);
+  broker::Publisher publisher(po);
+  publisher.Start();
+  Status s = AnnouncePrefsChanged(publisher, user, Millis(5000));
+  publisher.Stop(Millis(0));
+  if (!s.ok()) {
+    std::cerr << "herald: warning: saved, but running processes could not be told (" << s.message()
+              << "); they see the change within engine.prefs_cache_ttl (" << FormatDuration(config.engine.prefs_cache_ttl)
+              << ")\n";
+  }
+}
+
+int PrefsGet(const Config& config, const std::string& user) {
+  std::unique_ptr<Store> store;
+  if (int rc = OpenStoreOrFail(config, store)) return rc;
+  Preferences p;
+  Status s = store->GetPreferences(user, p);
+  if (s.code() == Status::Code::kNotFound) {
+    std::cerr << "herald: " << user << " has no stored preferences; these are the defaults\n";
+    p = DefaultPreferences(user);
+  } else if (!s.ok()) {
+    return Fail(kExitFailure, s.message());
+  }
+  std::cout << PreferencesToJson(p).dump(2) << "\n";
+  return 0;
+}
+
+int PrefsSet(const Config& config, const std::string& user, const std::string& file) {
+  if (std::string why = CheckUserId(user); !why.empty()) return Fail(kExitUsage, "user id " + why);
+  std::string error;
+  std::string text = ReadInput(file, error);
+  if (!error.empty()) return Fail(kExitUsage, error);
+  auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_discarded()) return Fail(kExitUsage, "preferences are not valid JSON");
+  Preferences p;
+  if (Status s = ParsePreferences(doc, user, KnownChannels(), p); !s.ok()) {
+    return Fail(kExitUsage, "preferences are invalid: " + s.message());
+  }
+  std::unique_ptr<Store> store;
+  if (int rc = OpenStoreOrFail(config, store)) return rc;
+  if (Status s = store->PutPreferences(p); !s.ok()) return Fail(kExitFailure, s.message());
+  Announce(config, user);
+  std::cout << "saved preferences of " << user << "\n";
+  return 0;
+}
+
+int Topic(const Config& config, const std::string& action, const std::string& topic, const std::vector<std::string>& users) {
+  if (std::string why = CheckUserId(topic); !why.empty()) return Fail(kExitUsage, "topic " + why);
+  std::unique_ptr<Store> store;
+  if (int rc = OpenStoreOrFail(config, store)) return rc;
+  if (action == "list") {
+    std::string after;
+    std::vector<std::string> page;
+    size_t n = 0;
+    do {
+      if (Status s = store->TopicPage(topic, after, 1000, page); !s.ok()) return Fail(kExitFailure, s.message());
+      for (const std::string& u : page) std::cout << u << "\n";
+      n += page.size();
+      if (!page.empty()) after = page.back();
+    } while (page.size() == 1000);
+    std::cerr << n << " subscriber(s)\n";
+    return 0;
+  }
+  std::vector<std::string> ids = SplitCommas(users);
+  if (ids.empty()) return Fail(kExitUsage, "name at least one user");
+  for (const std::string& u : ids) {
+    if (std::string why = CheckUserId(u); !why.empty()) return Fail(kExitUsage, "user id \"" + u + "\" " + why);
+    Status s = action == "subscribe" ? store->Subscribe(topic, u) : store->Unsubscribe(topic, u);
+    if (!s.ok()) return Fail(kExitFailure, s.message());
+  }
+  std::cout << action << "d " << ids.size() << " user(s) " << (action == "subscribe" ? "to " : "from ") << topic << "\n";
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"herald: publish events and operate Herald"};
   app.require_subcommand(1);
@@ -169,6 +271,23 @@ int Run(int argc, char** argv) {
   topology->require_subcommand(1);
   auto* declare = topology->add_subcommand("declare", "declare every exchange and queue (idempotent)");
 
+  std::string prefs_user, prefs_file, topic_name;
+  std::vector<std::string> topic_users;
+  auto* prefs = app.add_subcommand("prefs", "read or replace a user's preferences in the store");
+  prefs->require_subcommand(1);
+  auto* prefs_get = prefs->add_subcommand("get", "print a user's preferences as JSON");
+  prefs_get->add_option("USER", prefs_user, "user id")->required();
+  auto* prefs_set = prefs->add_subcommand("set", "replace a user's preferences and tell running processes");
+  prefs_set->add_option("USER", prefs_user, "user id")->required();
+  prefs_set->add_option("--file", prefs_file, "preferences JSON (default: standard input)");
+  auto* topic = app.add_subcommand("topic", "manage topic subscribers (events may name a topic)");
+  topic->require_subcommand(1);
+  auto* topic_sub = topic->add_subcommand("subscribe", "add users to a topic");
+  auto* topic_unsub = topic->add_subcommand("unsubscribe", "remove users from a topic");
+  auto* topic_list = topic->add_subcommand("list", "print a topic's subscribers");
+  for (auto* c : {topic_sub, topic_unsub, topic_list}) c->add_option("TOPIC", topic_name, "topic name")->required();
+  for (auto* c : {topic_sub, topic_unsub}) c->add_option("USERS", topic_users, "user ids")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -185,6 +304,11 @@ int Run(int argc, char** argv) {
 
   if (publish->parsed()) return Publish(config, pa);
   if (declare->parsed()) return DeclareTopologyCommand(config);
+  if (prefs_get->parsed()) return PrefsGet(config, prefs_user);
+  if (prefs_set->parsed()) return PrefsSet(config, prefs_user, prefs_file);
+  if (topic_sub->parsed()) return Topic(config, "subscribe", topic_name, topic_users);
+  if (topic_unsub->parsed()) return Topic(config, "unsubscribe", topic_name, topic_users);
+  if (topic_list->parsed()) return Topic(config, "list", topic_name, {});
   return kExitUsage;
 }
 
