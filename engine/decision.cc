@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/json_writer.h"
 #include "core/time.h"
 
 namespace herald {
@@ -58,6 +59,31 @@ nlohmann::json Decision::ToJson() const {
     steps.push_back(std::move(j));
   }
   return {{"channels", channels}, {"fallback", fallback}, {"uses_budget", uses_budget}, {"steps", steps}};
+}
+
+void Decision::AppendJsonOpen(std::string& out) const {
+  auto list = [&](const std::vector<std::string>& v) {
+    out += '[';
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) out += ',';
+      AppendJsonString(out, v[i]);
+    }
+    out += ']';
+  };
+  out += "{\"channels\":";
+  list(channels);
+  out += ",\"fallback\":";
+  list(fallback);
+  out += uses_budget ? ",\"uses_budget\":true,\"steps\":[" : ",\"uses_budget\":false,\"steps\":[";
+  for (size_t i = 0; i < trace.size(); ++i) {
+    const TraceStep& s = trace[i];
+    JsonWriter w(out);
+    if (i) out += ',';
+    w.Open().Int("rule", s.rule).Str("outcome", s.outcome).Str("reason", s.reason);
+    if (!s.channel.empty()) w.Str("channel", s.channel);
+    w.Close();
+  }
+  out += ']';
 }
 
 Decision Decide(const DecisionInput& in) {

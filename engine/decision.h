@@ -26,6 +26,9 @@ struct Decision {
   std::vector<TraceStep> trace;
 
   nlohmann::json ToJson() const;
+  // The same object as ToJson(), appended as compact JSON, without its closing brace, so the
+  // caller can add members.
+  void AppendJsonOpen(std::string& out) const;
   bool Has(const std::string& channel) const;
 };
 

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "broker/topology.h"
+#include "core/json_writer.h"
 #include "core/metrics.h"
 #include "engine/decision.h"
 #include "engine/templates.h"
@@ -29,27 +30,6 @@ std::string HashId(const char* prefix, std::initializer_list<const std::string*>
     out += hex[md[i] & 15];
   }
   return out;
-}
-
-nlohmann::json ContactFor(const std::string& channel, const Preferences& p) {
-  if (channel == "email") return {{"email", p.contacts.email}};
-  if (channel == "webhook") return {{"url", p.contacts.webhook}};
-  if (channel == "push") {
-    nlohmann::json list = nlohmann::json::array();
-    for (const PushContact& c : p.contacts.push) {
-      nlohmann::json j = {{"kind", c.kind}};
-      if (c.kind == "webpush") {
-        j["endpoint"] = c.endpoint;
-        j["p256dh"] = c.p256dh;
-        j["auth"] = c.auth;
-      } else {
-        j["token"] = c.token;
-      }
-      list.push_back(std::move(j));
-    }
-    return {{"push", list}};
-  }
-  return nlohmann::json::object();
 }
 
 CounterFamily& Deliveries() {
@@ -229,32 +209,84 @@ void NotificationEngine::Process(Event& event, Done done) {
   tracker->Release();
 }
 
-Status NotificationEngine::ProcessBatch(const Event& event, const EventTypeConfig& type,
+Status NotificationEngine::ProcessBatch(const Event& event, const EventTypeConfig& /*type*/,
                                         const std::vector<std::string>& users, const std::shared_ptr<Tracker>& tracker) {
+  Batch batch;
+  if (Status s = BuildBatch(event, users, batch); !s.ok()) return s;
+  // The traces are durable before any job leaves, so a job can always be explained.
+  if (Status s = store_.PutTraces(batch.traces); !s.ok()) return s;
+  publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
+  for (broker::Message& m : batch.jobs) {
+    ++tracker->pending;
+    publisher_.Publish(std::move(m), [tracker](const Status& s) {
+      if (!s.ok()) tracker->Fail(s);
+      tracker->Release();
+    });
+  }
+  return Status::Ok();
+}
+
+Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out) {
+  const EventTypeConfig& type = config_.event_types.at(event.type);
   std::vector<PreferenceCache::Entry> prefs;
   if (Status s = prefs_.GetMany(users, prefs); !s.ok()) return s;
   const SystemTime now = clock_.Now();
-  const std::string event_time = FormatRfc3339(event.time);
   const std::string created_at = FormatRfc3339(now);
-
-  std::vector<TraceRecord> traces;
+  std::vector<TraceRecord>& traces = out.traces;
+  traces.clear();
   traces.reserve(users.size());
-  std::vector<broker::Message> jobs;
-  std::map<std::pair<std::string, std::string>, RenderedContent> rendered;  // (channel, locale)
-  auto content = [&](const std::string& channel, const std::string& locale) -> const RenderedContent& {
+  std::vector<broker::Message>& jobs = out.jobs;
+  jobs.clear();
+
+  // What is the same for every recipient is serialised once per batch; per recipient only ids,
+  // contacts and the decision are written (docs/delivery-jobs.md has the format).
+  nlohmann::json event_json = {{"id", event.id},
+                               {"type", event.type},
+                               {"source", event.source},
+                               {"time", FormatRfc3339(event.time)},
+                               {"priority", PriorityName(event.priority)},
+                               {"category", type.category},
+                               {"critical", type.critical}};
+  if (event.expires_at) event_json["expires_at"] = FormatRfc3339(*event.expires_at);
+  const std::string event_fragment = event_json.dump();
+  const std::string data_fragment = event.vars.dump();
+  struct Content {
+    std::string locale;
+    std::string fragment;  // {"title":..,"body":..}
+  };
+  std::map<std::pair<std::string, std::string>, Content> rendered;  // (channel, user locale)
+  auto content = [&](const std::string& channel, const std::string& locale) -> const Content& {
     auto key = std::make_pair(channel, locale);
     auto it = rendered.find(key);
     if (it != rendered.end()) return it->second;
-    RenderedContent out;
-    out.locale = locale;
-    Render(type, channel, locale, config_.engine.default_locale, event.vars, out);  // NotFound: no content
-    return rendered.emplace(key, std::move(out)).first->second;
+    RenderedContent r;
+    r.locale = locale;
+    Render(type, channel, locale, config_.engine.default_locale, event.vars, r);  // NotFound: no content
+    nlohmann::json fields = r.fields;
+    return rendered.emplace(key, Content{r.locale, fields.dump()}).first->second;
   };
-  nlohmann::json event_json = {{"id", event.id},           {"type", event.type},
-                               {"source", event.source},   {"time", event_time},
-                               {"priority", PriorityName(event.priority)}, {"category", type.category},
-                               {"critical", type.critical}};
-  if (event.expires_at) event_json["expires_at"] = FormatRfc3339(*event.expires_at);
+  auto append_contact = [](std::string& o, const std::string& channel, const Preferences& p) {
+    JsonWriter w(o);
+    w.Open();
+    if (channel == "email") {
+      w.Str("email", p.contacts.email);
+    } else if (channel == "webhook") {
+      w.Str("url", p.contacts.webhook);
+    } else if (channel == "push") {
+      w.Key("push").Raw("[");
+      for (size_t i = 0; i < p.contacts.push.size(); ++i) {
+        const PushContact& c = p.contacts.push[i];
+        if (i) o += ',';
+        JsonWriter e(o);
+        e.Open().Str("kind", c.kind);
+        if (c.kind == "webpush") e.Str("endpoint", c.endpoint).Str("p256dh", c.p256dh).Str("auth", c.auth);
+        else e.Str("token", c.token);
+        e.Close();
+      }
+      o += ']';
+    }
+    w.Close();
+  };
 
   for (size_t i = 0; i < users.size(); ++i) {
     const std::string& user = users[i];
@@ -267,62 +299,59 @@ Status NotificationEngine::ProcessBatch(const Event& event, const EventTypeConfi
     if (d.uses_budget) budget_.Record(user, now);
 
     const std::string nid = NotificationId(event.id, user);
-    nlohmann::json decision = d.ToJson();
-    decision["event_id"] = event.id;
-    decision["user_id"] = user;
-    decision["decided_at"] = created_at;
-    decision["active"] = in.active;
-    traces.push_back({nid, event.id, event.type, user, now, decision.dump()});
+    std::string trace;
+    trace.reserve(512);
+    d.AppendJsonOpen(trace);
+    JsonWriter::Continuing(trace)
+        .Str("event_id", event.id)
+        .Str("user_id", user)
+        .Str("decided_at", created_at)
+        .Bool("active", in.active)
+        .Close();
+    traces.push_back({nid, event.id, event.type, user, now, std::move(trace)});
     for (const TraceStep& step : d.trace) {
       if (step.outcome == "skipped") Deliveries().With({step.channel, "skipped"}).Inc();
     }
 
     for (const std::string& channel : d.channels) {
-      const RenderedContent& c = content(channel, p.locale);
-      nlohmann::json job = {{"v", 1},
-                            {"delivery_id", DeliveryId(event.id, user, channel)},
-                            {"notification_id", nid},
-                            {"event", event_json},
-                            {"user_id", user},
-                            {"locale", c.locale},
-                            {"channel", channel},
-                            {"contact", ContactFor(channel, p)},
-                            {"content", c.fields},
-                            {"data", event.vars},
-                            {"attempt", 1},
-                            {"created_at", created_at}};
-      nlohmann::json fallback = nlohmann::json::array();
+      const Content& c = content(channel, p.locale);
+      broker::Message m;
+      m.message_id = DeliveryId(event.id, user, channel);
+      std::string& body = m.body;
+      body.reserve(event_fragment.size() + data_fragment.size() + c.fragment.size() + 512);
+      JsonWriter w(body);
+      w.Open()
+          .Int("v", 1)
+          .Str("delivery_id", m.message_id)
+          .Str("notification_id", nid)
+          .Json("event", event_fragment)
+          .Str("user_id", user)
+          .Str("locale", c.locale)
+          .Str("channel", channel)
+          .Key("contact");
+      append_contact(body, channel, p);
+      w.Json("content", c.fragment).Json("data", data_fragment).Int("attempt", 1).Str("created_at", created_at);
+      w.Key("fallback").Raw("[");
       if (channel == "push") {
-        for (const std::string& f : d.fallback) {
-          const RenderedContent& fc = content(f, p.locale);
-          fallback.push_back({{"channel", f},
-                              {"delivery_id", DeliveryId(event.id, user, f)},
-                              {"locale", fc.locale},
-                              {"contact", ContactFor(f, p)},
-                              {"content", fc.fields}});
+        for (size_t k = 0; k < d.fallback.size(); ++k) {
+          const std::string& f = d.fallback[k];
+          const Content& fc = content(f, p.locale);
+          if (k) body += ',';
+          JsonWriter fw(body);
+          fw.Open().Str("channel", f).Str("delivery_id", DeliveryId(event.id, user, f)).Str("locale", fc.locale);
+          fw.Key("contact");
+          append_contact(body, f, p);
+          fw.Json("content", fc.fragment).Close();
         }
       }
-      job["fallback"] = std::move(fallback);
-      broker::Message m;
+      body += ']';
+      w.Close();
       m.exchange = broker::kDeliverExchange;
       m.routing_key = channel;
-      m.message_id = job["delivery_id"];
-      m.body = job.dump();
       m.mandatory = true;
       m.headers = {{"x-herald-event-id", event.id}, {"x-herald-user", user}, {"x-herald-channel", channel}};
       jobs.push_back(std::move(m));
     }
-  }
-
-  // The traces are durable before any job leaves, so a job can always be explained.
-  if (Status s = store_.PutTraces(traces); !s.ok()) return s;
-  publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
-  for (broker::Message& m : jobs) {
-    ++tracker->pending;
-    publisher_.Publish(std::move(m), [tracker](const Status& s) {
-      if (!s.ok()) tracker->Fail(s);
-      tracker->Release();
-    });
   }
   return Status::Ok();
 }

@@ -57,6 +57,14 @@ class NotificationEngine final : public Engine {
   std::optional<Invalid> Check(const Event& event) const override;
   void Handle(Event event, Done done) override;
 
+  // The decisions, traces and delivery jobs for one batch of recipients, without touching the
+  // broker or the store's traces (exposed for the benchmark). REQUIRES: Check(event) passed.
+  struct Batch {
+    std::vector<TraceRecord> traces;
+    std::vector<broker::Message> jobs;
+  };
+  Status BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out);
+
  private:
   struct Tracker;
   void Work();
