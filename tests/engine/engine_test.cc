@@ -72,7 +72,8 @@ std::map<std::string, std::vector<json>> Jobs(const Vhost& vhost, size_t total) 
   size_t n = 0;
   WaitFor([&] {
     for (const char* ch : {"in_app", "push", "email", "webhook"}) {
-      while (auto m = peek.Get(std::string("herald.deliver.") + ch)) {
+      for (auto& drained : peek.Drain(std::string("herald.deliver.") + ch, 100ms)) {
+        auto m = std::optional<broker::Message>(std::move(drained));
         out[ch].push_back(json::parse(m->body));
         CHECK(m->message_id == out[ch].back()["delivery_id"]);
         ++n;

@@ -86,8 +86,13 @@ TEST_CASE("heraldd: consumes events from other clients and exits 0 on SIGTERM") 
                "--id", "evt-cli-1"},
               {"HERALD_BROKER_URL=" + vhost.url()}, &out) == 0);
   CHECK_THAT(out, Contains("published evt-cli-1 (type account.password.changed, 2 recipient(s))"));
-  CHECK(WaitFor([&] { return d.OutputContains("accepted event evt-cli-1"); }, 10s));
+  CHECK(WaitFor([&] { return d.OutputContains("event evt-cli-1 of type account.password.changed decided"); }, 10s));
   CHECK(WaitFor([&] { return peek.Depth("herald.engine") == 0; }, 10s));
+  // u-1 and u-2 have no stored preferences: an inbox entry each, nothing louder.
+  CHECK(WaitFor([&] { return peek.Depth("herald.deliver.in_app") == 2; }, 10s));
+  auto job = peek.Get("herald.deliver.in_app");
+  REQUIRE(job);
+  CHECK(nlohmann::json::parse(job->body)["content"]["body"] == "Your password was changed from 10.0.0.1.");
 
   d.Signal(SIGTERM);
   auto code = d.Wait(20s);

@@ -163,6 +163,30 @@ std::optional<broker::Message> Peek::WaitGet(const std::string& queue, Millis ti
   return out;
 }
 
+std::vector<broker::Message> Peek::Drain(const std::string& queue, Millis quiet) {
+  std::vector<broker::Message> out;
+  broker::Connection c({url_, 0s, 5s, "test drain"});
+  REQUIRE(c.Open().ok());
+  amqp_basic_qos(c.state(), broker::Connection::kChannel, 0, 2000, 0);
+  amqp_basic_consume(c.state(), broker::Connection::kChannel, broker::Bytes(queue), amqp_empty_bytes, 0,
+                     /*no_ack=*/1, 0, amqp_empty_table);
+  REQUIRE(c.CheckRpc("consume").ok());
+  for (;;) {
+    amqp_envelope_t env;
+    timeval tv{quiet.count() / 1000, (quiet.count() % 1000) * 1000};
+    amqp_rpc_reply_t r = amqp_consume_message(c.state(), &env, &tv, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) break;  // timeout: the queue is empty
+    broker::Message m;
+    m.routing_key = broker::ToString(env.routing_key);
+    m.body = broker::ToString(env.message.body);
+    broker::ReadProperties(env.message.properties, m);
+    amqp_destroy_envelope(&env);
+    out.push_back(std::move(m));
+    amqp_maybe_release_buffers(c.state());
+  }
+  return out;
+}
+
 long Peek::Depth(const std::string& queue) {
   if (!conn_.IsOpen()) Reopen();
   amqp_queue_declare_ok_t* ok = amqp_queue_declare(conn_.state(), broker::Connection::kChannel, broker::Bytes(queue),

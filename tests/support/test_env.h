@@ -55,6 +55,8 @@ class Peek {
   // basic.get with ack; nullopt when the queue is empty.
   std::optional<broker::Message> Get(const std::string& queue);
   std::optional<broker::Message> WaitGet(const std::string& queue, Millis timeout);
+  // Takes every message from the queue (consuming, no acks), until none arrived for `quiet`.
+  std::vector<broker::Message> Drain(const std::string& queue, Millis quiet = 500ms);
   // Ready messages in the queue (passive declare); -1 if the queue does not exist.
   long Depth(const std::string& queue);
   bool Exists(const std::string& queue) { return Depth(queue) >= 0; }
