@@ -38,6 +38,16 @@ CounterFamily& Deliveries() {
   return f;
 }
 
+Counter& Purged() {
+  static Counter& c = Metrics::Global()
+                          .Counters("herald_dedup_purged_total", "Expired event-id records deleted.", {})
+                          .With({});
+  return c;
+}
+
+// Expired de-duplication records are deleted at most this often (by any worker thread).
+constexpr auto kPurgeEvery = std::chrono::minutes(10);
+
 Counter& Duplicates() {
   static Counter& c = Metrics::Global()
                           .Counters("herald_events_duplicate_total", "Events ignored as already processed.", {})
@@ -169,9 +179,25 @@ void NotificationEngine::Work() {
   }
 }
 
+void NotificationEngine::MaybePurge(SystemTime now) {
+  SystemTime::rep last = last_purge_.load();
+  if (now.time_since_epoch().count() - last < std::chrono::duration_cast<SystemTime::duration>(kPurgeEvery).count()) {
+    return;
+  }
+  if (!last_purge_.compare_exchange_strong(last, now.time_since_epoch().count())) return;  // another worker does it
+  size_t purged = 0;
+  if (Status s = store_.PurgeDedup(now, purged); !s.ok()) {
+    spdlog::warn("engine: purging expired event ids failed: {}", s.message());
+    return;
+  }
+  Purged().Inc(static_cast<double>(purged));
+  if (purged) spdlog::debug("engine: purged {} expired event id(s)", purged);
+}
+
 void NotificationEngine::Process(Event& event, Done done) {
   const EventTypeConfig& type = config_.event_types.at(event.type);
   const SystemTime now = clock_.Now();
+  MaybePurge(now);
   Store::DedupState state;
   if (Status s = store_.BeginEvent(event.id, now, now + config_.events.dedup_window, state); !s.ok()) {
     return done(s);

@@ -69,6 +69,7 @@ class NotificationEngine final : public Engine {
   struct Tracker;
   void Work();
   void Process(Event& event, Done done);
+  void MaybePurge(SystemTime now);
   Status ProcessBatch(const Event& event, const EventTypeConfig& type, const std::vector<std::string>& users,
                       const std::shared_ptr<Tracker>& tracker);
 
@@ -80,6 +81,7 @@ class NotificationEngine final : public Engine {
   const Clock& clock_;
   Budget budget_;
   std::vector<std::string> enabled_channels_;
+  std::atomic<SystemTime::rep> last_purge_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;

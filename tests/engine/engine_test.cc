@@ -3,7 +3,11 @@
 #include <catch2/catch.hpp>
 #include <set>
 
+#include <future>
+
 #include "broker/options.h"
+#include "core/metrics.h"
+#include "core/time.h"
 #include "engine/intake.h"
 #include "engine/notification_engine.h"
 #include "engine/templates.h"
@@ -178,4 +182,45 @@ TEST_CASE("Engine: a topic fans out to every subscriber, page by page") {
   for (const json& j : jobs["in_app"]) users.insert(j["user_id"]);
   CHECK(users.size() == 1234);
   CHECK(jobs["in_app"][0]["content"]["body"] == "u-9 liked your post.");
+}
+
+TEST_CASE("Engine: expired event ids are purged, and an id may then be used again") {
+  // No broker needed: the type's only channel is impossible, so no job is published.
+  Config config = LoadConfigText("{}", "t", {});
+  config.events.dedup_window = Millis(60000);
+  EventTypeConfig t;
+  t.name = "t.silent";
+  t.channels = {"webhook"};
+  config.event_types[t.name] = t;
+  std::unique_ptr<Store> store;
+  REQUIRE(OpenStore("sqlite://" + Dir("engine-purge") + "/herald.db", store).ok());
+  ManualClock clock(*ParseRfc3339("2026-11-22T10:00:00Z"));
+  PreferenceCache cache(*store, 10, Millis(60000), clock);
+  LocalPresence presence(Millis(60000));
+  broker::Publisher unused(broker::PublisherOptionsFor(config, "never started"));
+  NotificationEngine engine(config, *store, cache, presence, unused, clock);
+  engine.Start();
+  auto handle = [&](const std::string& id) {
+    herald::Event e;
+    e.id = id;
+    e.type = "t.silent";
+    e.recipients = {"u-1"};
+    std::promise<Status> p;
+    engine.Handle(e, [&](const Status& s) { p.set_value(s); });
+    return p.get_future().get();
+  };
+  auto purged = [] {
+    return Metrics::Global().Counters("herald_dedup_purged_total", "", {}).Value({});
+  };
+  REQUIRE(handle("evt-a").ok());
+  Store::DedupState state;
+  REQUIRE(store->BeginEvent("evt-a", clock.Now(), clock.Now() + std::chrono::minutes(1), state).ok());
+  CHECK(state == Store::DedupState::kDone);  // remembered within the window
+  double before = purged();
+  clock.Advance(std::chrono::minutes(11));   // past the window and the purge interval
+  REQUIRE(handle("evt-b").ok());
+  CHECK(purged() == before + 1);
+  REQUIRE(store->BeginEvent("evt-a", clock.Now(), clock.Now() + std::chrono::minutes(1), state).ok());
+  CHECK(state == Store::DedupState::kNew);
+  engine.Stop();
 }
