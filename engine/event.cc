@@ -40,7 +40,9 @@ size_t NestingDepth(std::string_view s, size_t limit) {
   return max;
 }
 
-const char* TypeName(const json& v) {
+}  // namespace
+
+const char* JsonTypeName(const nlohmann::json& v) {
   switch (v.type()) {
     case json::value_t::null: return "null";
     case json::value_t::boolean: return "a boolean";
@@ -50,6 +52,8 @@ const char* TypeName(const json& v) {
     default: return "a number";
   }
 }
+
+namespace {
 
 class Checker {
  public:
@@ -68,7 +72,7 @@ class Checker {
       return nullptr;
     }
     if (!it->is_string()) {
-      Fail(field, std::string("must be a string, not ") + TypeName(*it));
+      Fail(field, std::string("must be a string, not ") + JsonTypeName(*it));
       return nullptr;
     }
     return &it->get_ref<const std::string&>();
@@ -145,7 +149,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
     }
     return Invalid{"body", "not valid JSON"};
   }
-  if (!doc.is_object()) return Invalid{"body", std::string("must be a JSON object, not ") + TypeName(doc)};
+  if (!doc.is_object()) return Invalid{"body", std::string("must be a JSON object, not ") + JsonTypeName(doc)};
 
   Checker c;
   Event e;
@@ -227,7 +231,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
 
   auto data_it = doc.find("data");
   if (data_it == doc.end() || data_it->is_null()) return Invalid{"data", "required"};
-  if (!data_it->is_object()) return Invalid{"data", std::string("must be an object, not ") + TypeName(*data_it)};
+  if (!data_it->is_object()) return Invalid{"data", std::string("must be an object, not ") + JsonTypeName(*data_it)};
   json& data = *data_it;  // members are moved out once checked
 
   for (auto it = data.begin(); it != data.end(); ++it) {
@@ -241,7 +245,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
   if (has_recipients == has_topic) return Invalid{"data", "must have exactly one of \"recipients\" or \"topic\""};
   if (has_recipients) {
     json& r = data["recipients"];
-    if (!r.is_array()) return Invalid{"data.recipients", std::string("must be an array, not ") + TypeName(r)};
+    if (!r.is_array()) return Invalid{"data.recipients", std::string("must be an array, not ") + JsonTypeName(r)};
     if (r.empty()) return Invalid{"data.recipients", "must name at least one user"};
     if (r.size() > limits.max_recipients) {
       return Invalid{"data.recipients", "at most " + std::to_string(limits.max_recipients) + " users per event (got " +
@@ -252,7 +256,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
     e.recipients.reserve(r.size());
     for (size_t i = 0; i < r.size(); ++i) {
       auto at = [i] { return "element " + std::to_string(i); };
-      if (!r[i].is_string()) return Invalid{"data.recipients", at() + " must be a string, not " + TypeName(r[i])};
+      if (!r[i].is_string()) return Invalid{"data.recipients", at() + " must be a string, not " + JsonTypeName(r[i])};
       if (std::string why = CheckUserId(r[i].get_ref<const std::string&>()); !why.empty()) {
         return Invalid{"data.recipients", at() + " " + why};
       }
@@ -266,7 +270,7 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
     }
   } else {
     const json& t = data["topic"];
-    if (!t.is_string()) return Invalid{"data.topic", std::string("must be a string, not ") + TypeName(t)};
+    if (!t.is_string()) return Invalid{"data.topic", std::string("must be a string, not ") + JsonTypeName(t)};
     if (std::string why = CheckUserId(t.get_ref<const std::string&>()); !why.empty()) {
       return Invalid{"data.topic", why};
     }
@@ -274,12 +278,12 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
   }
 
   if (auto v = data.find("vars"); v != data.end()) {
-    if (!v->is_object()) return Invalid{"data.vars", std::string("must be an object, not ") + TypeName(*v)};
+    if (!v->is_object()) return Invalid{"data.vars", std::string("must be an object, not ") + JsonTypeName(*v)};
     e.vars = std::move(*v);
   }
 
   if (auto ch = data.find("channels"); ch != data.end()) {
-    if (!ch->is_array()) return Invalid{"data.channels", std::string("must be an array, not ") + TypeName(*ch)};
+    if (!ch->is_array()) return Invalid{"data.channels", std::string("must be an array, not ") + JsonTypeName(*ch)};
     if (ch->empty()) return Invalid{"data.channels", "must name at least one channel when present"};
     for (size_t i = 0; i < ch->size(); ++i) {
       const json& name = (*ch)[i];

@@ -51,6 +51,9 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
 // characters or '/'. Returns an empty string if `id` is fine, else what is wrong.
 std::string CheckUserId(std::string_view id);
 
+// "a string", "an array", "null"...: for messages that say what a value was instead.
+const char* JsonTypeName(const nlohmann::json& v);
+
 // Builds the CloudEvents JSON for an event (used by `herald publish` and tests).
 nlohmann::json EventToJson(const Event& e);
 

@@ -20,16 +20,6 @@ constexpr size_t kMaxEndpointBytes = 2048;
 constexpr size_t kMaxTokenBytes = 4096;
 constexpr size_t kMaxKeyBytes = 1024;      // p256dh is 87 characters, auth 22; leave room, not abuse
 
-const char* TypeName(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    default: return "a number";
-  }
-}
 
 // A value from the document made safe to echo in a message: no control characters, bounded.
 std::string Quote(std::string_view s) {
@@ -50,7 +40,7 @@ Status Fail(const std::string& field, const std::string& message) {
 }
 
 Status WrongType(const std::string& field, const char* wanted, const json& got) {
-  return Fail(field, std::string("must be ") + wanted + ", not " + TypeName(got));
+  return Fail(field, std::string("must be ") + wanted + ", not " + JsonTypeName(got));
 }
 
 bool HasSpaceOrControl(std::string_view s) {
@@ -156,7 +146,7 @@ Status ParseChannelSwitches(const json& obj, const std::string& field, const std
       for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
       return Fail(path, "unknown channel (known: " + list + ")");
     }
-    if (!it->is_boolean()) return Fail(path, std::string("must be true or false, not ") + TypeName(*it));
+    if (!it->is_boolean()) return Fail(path, std::string("must be true or false, not ") + JsonTypeName(*it));
     out[it.key()] = it->get<bool>();
   }
   return Status::Ok();
