@@ -140,9 +140,11 @@ void NotificationEngine::Stop() {
   workers_.clear();
 }
 
-std::optional<Invalid> NotificationEngine::Check(const Event& event) const {
-  auto it = config_.event_types.find(event.type);
-  if (it == config_.event_types.end()) {
+std::optional<Invalid> NotificationEngine::Check(const Event& event) const { return CheckEventType(config_, event); }
+
+std::optional<Invalid> CheckEventType(const Config& config, const Event& event) {
+  auto it = config.event_types.find(event.type);
+  if (it == config.event_types.end()) {
     return Invalid{"type", "no event type \"" + event.type + "\" is configured (see event_types)"};
   }
   for (const std::string& var : it->second.required_vars) {

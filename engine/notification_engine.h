@@ -24,6 +24,11 @@
 
 namespace herald {
 
+// Checks that need the configuration: the type is configured and the event carries the type's
+// required variables. Used by the engine (refused events go to herald.events.invalid) and by
+// `herald publish`, which refuses them before they are sent.
+std::optional<Invalid> CheckEventType(const Config& config, const Event& event);
+
 // "n-" + 32 hex digits of SHA-256(event id, user): one inbox entry / trace per event and user.
 std::string NotificationId(const std::string& event_id, const std::string& user);
 // "d-" + 32 hex digits of SHA-256(event id, user, channel).

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "engine/control.h"
 #include "engine/event.h"
+#include "engine/notification_engine.h"
 #include "store/store.h"
 #include "broker/options.h"
 
@@ -26,10 +27,11 @@ int Fail(int code, const std::string& message) {
 }
 
 // The CLI works without a config file (built-in defaults plus HERALD_* variables) unless one is
-// named explicitly, in which case it must exist.
-Config LoadCliConfig(const std::string& path, bool explicit_path) {
+// named explicitly, in which case it must exist. `from_file` says whether one was read.
+Config LoadCliConfig(const std::string& path, bool explicit_path, bool& from_file) {
   std::ifstream probe(path);
-  if (!probe && !explicit_path) return LoadConfigText("{}", "(defaults)", ProcessEnvironment());
+  from_file = probe.good() || explicit_path;
+  if (!from_file) return LoadConfigText("{}", "(defaults)", ProcessEnvironment());
   return LoadConfig(path, ProcessEnvironment());
 }
 
@@ -59,7 +61,8 @@ struct PublishArgs {
   double timeout_s = 10;
 };
 
-int Publish(const Config& config, const PublishArgs& a) {
+// `know_types`: the configuration came from a file, so its event types are the deployment's.
+int Publish(const Config& config, bool know_types, const PublishArgs& a) {
   std::string body;
   if (!a.file.empty()) {
     if (!a.type.empty() || !a.to.empty() || !a.topic.empty() || !a.vars.empty()) {
@@ -102,9 +105,9 @@ int Publish(const Config& config, const PublishArgs& a) {
   limits.max_recipients = static_cast<size_t>(config.events.max_recipients);
   limits.channels = config.EnabledChannels();
   Event event;
-  if (auto why = ParseEvent(body, limits, SystemClock::Instance().Now(), event)) {
-    return Fail(kExitUsage, "event is invalid: " + why->ToString());
-  }
+  auto why = ParseEvent(body, limits, SystemClock::Instance().Now(), event);
+  if (!why && know_types) why = CheckEventType(config, event);
+  if (why) return Fail(kExitUsage, "event is invalid: " + why->ToString());
 
   auto po = broker::PublisherOptionsFor(config, "herald publish");
   po.reconnect_max = Millis(1000);
@@ -295,14 +298,15 @@ int Run(int argc, char** argv) {
   }
 
   Config config;
+  bool from_file = false;
   try {
-    config = LoadCliConfig(config_path, config_opt->count() > 0 || env_config != nullptr);
+    config = LoadCliConfig(config_path, config_opt->count() > 0 || env_config != nullptr, from_file);
   } catch (const ConfigError& e) {
     return Fail(kExitUsage, std::string("configuration error:\n") + e.what());
   }
   SetupLogging("warn", "text");
 
-  if (publish->parsed()) return Publish(config, pa);
+  if (publish->parsed()) return Publish(config, from_file, pa);
   if (declare->parsed()) return DeclareTopologyCommand(config);
   if (prefs_get->parsed()) return PrefsGet(config, prefs_user);
   if (prefs_set->parsed()) return PrefsSet(config, prefs_user, prefs_file);

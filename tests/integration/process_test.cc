@@ -142,6 +142,14 @@ TEST_CASE("herald publish: refuses an invalid event before it reaches the broker
   CHECK(Run({Herald(), "publish", "--type", "a.b", "--to", "u", "--var", "novalue"}, {"HERALD_BROKER_URL=" + vhost.url()},
             &out) == 2);
   CHECK_THAT(out, Contains("--var must be KEY=VALUE"));
+  // With the deployment's configuration, the event types are checked too.
+  const std::string config = SourceDir() + "/config/herald.yaml";
+  CHECK(Run({Herald(), "--config", config, "publish", "--type", "no.such.type", "--to", "u"},
+            {"HERALD_BROKER_URL=" + vhost.url()}, &out) == 2);
+  CHECK_THAT(out, Contains("type: no event type \"no.such.type\" is configured"));
+  CHECK(Run({Herald(), "--config", config, "publish", "--type", "billing.invoice.paid", "--to", "u"},
+            {"HERALD_BROKER_URL=" + vhost.url()}, &out) == 2);
+  CHECK_THAT(out, Contains("data.vars: missing \"amount\""));
   Peek peek(vhost.url());
   CHECK(peek.Depth("herald.engine") <= 0);  // nothing published (the queue may not even exist)
 }
@@ -163,7 +171,7 @@ TEST_CASE("herald publish --file: publishes the file as is, routed by its type")
 
 TEST_CASE("herald publish: an unreachable broker fails within the timeout with exit code 1") {
   std::string out;
-  CHECK(Run({Herald(), "publish", "--type", "a.b", "--to", "u-1", "--timeout", "1"},
+  CHECK(Run({Herald(), "publish", "--type", "social.post.liked", "--to", "u-1", "--timeout", "1"},
             {"HERALD_BROKER_URL=amqp://guest:guest@127.0.0.1:1/"}, &out) == 1);
   CHECK_THAT(out, Contains("cannot publish") && Contains("not connected to the broker"));
 }
