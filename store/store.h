@@ -26,6 +26,44 @@ struct TraceRecord {
   std::string decision_json;  // the decision and its rule-by-rule reasons (engine/decision.h)
 };
 
+// One in-app notification of a user's inbox.
+struct InboxEntry {
+  long long seq = 0;             // assigned by the store, increasing: cursor paging and stream resume
+  std::string notification_id;   // unique: writing the same id again changes nothing
+  std::string user_id;
+  std::string event_id;
+  std::string event_type;
+  std::string title;
+  std::string body;
+  std::string data_json = "{}";  // the event's vars
+  SystemTime created_at;
+  std::optional<SystemTime> read_at;
+};
+
+// A delivery that failed for good (permanent error or attempts exhausted, no fallback left).
+struct DeadLetter {
+  long long id = 0;  // assigned by the store
+  std::string delivery_id;
+  std::string channel;
+  std::string reason;   // "permanent", "attempts_exhausted", "invalid_contact", "invalid_job"
+  std::string error;    // the provider's words
+  long long attempts = 0;
+  std::string event_id;
+  std::string event_type;
+  std::string user_id;
+  SystemTime first_failed_at;
+  SystemTime dead_at;
+  std::string job_json;      // the full job, for inspection and replay
+  std::string headers_json;  // the AMQP headers it carried
+};
+
+struct DeadLetterFilter {
+  std::string channel, reason, event_type, user_id;  // empty = any
+  std::optional<SystemTime> since, until;            // dead_at in [since, until)
+  long long after_id = 0;                            // cursor: ids greater than this
+  size_t limit = 100;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -68,6 +106,37 @@ class Store {
   // Writes all records in one transaction; an existing notification id is replaced. Idempotent.
   virtual Status PutTraces(const std::vector<TraceRecord>& records) = 0;
   virtual Status GetTrace(const std::string& notification_id, TraceRecord& out) = 0;  // NotFound
+
+  // ---- in-app inbox ----
+  // Writes the entry unless its notification id exists; `created` says which. Fills entry.seq
+  // either way (the existing row's seq if it existed). Idempotent.
+  virtual Status PutInbox(InboxEntry& entry, bool& created) = 0;
+  // Newest first: entries of `user` with seq < before_seq (0 = from the newest), at most `limit`.
+  virtual Status ListInbox(const std::string& user, long long before_seq, size_t limit,
+                           std::vector<InboxEntry>& out) = 0;
+  // Oldest first: entries of `user` with seq > after_seq, at most `limit` (stream resume).
+  virtual Status InboxSince(const std::string& user, long long after_seq, size_t limit,
+                            std::vector<InboxEntry>& out) = 0;
+  // Marks one entry read (idempotent; the first read time stays). `found` false if no such entry
+  // belongs to `user`.
+  virtual Status MarkRead(const std::string& user, const std::string& notification_id, SystemTime at,
+                          bool& found) = 0;
+  virtual Status MarkAllRead(const std::string& user, SystemTime at, size_t& changed) = 0;
+  virtual Status UnreadCount(const std::string& user, size_t& out) = 0;
+
+  // ---- delivery idempotency ----
+  virtual Status WasSent(const std::string& delivery_id, bool& sent) = 0;
+  // Idempotent; the first record stays.
+  virtual Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) = 0;
+
+  // ---- dead letters ----
+  // Inserts, or replaces the row with the same delivery id (the latest failure wins); fills id.
+  virtual Status PutDeadLetter(DeadLetter& letter) = 0;
+  // Matching rows in id order.
+  virtual Status ListDeadLetters(const DeadLetterFilter& filter, std::vector<DeadLetter>& out) = 0;
+  virtual Status GetDeadLetter(long long id, DeadLetter& out) = 0;  // NotFound
+  virtual Status DeleteDeadLetter(long long id) = 0;               // idempotent
+  virtual Status CountDeadLetters(size_t& out) = 0;
 };
 
 // Opens the store named by `url` (sqlite:///abs/path or sqlite://rel/path), creating the file,

@@ -1,0 +1,43 @@
+#include "channels/channel.h"
+
+namespace herald {
+
+const char* SendResult::KindName() const {
+  switch (kind) {
+    case Kind::kOk: return "ok";
+    case Kind::kRetryable: return "retryable";
+    case Kind::kPermanent: return "permanent";
+    case Kind::kInvalidContact: return "invalid_contact";
+  }
+  return "unknown";
+}
+
+Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object()) return Status::Invalid("job: not a JSON object");
+  auto str = [&](const char* key, std::string& dst) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_string() || it->get_ref<const std::string&>().empty()) return false;
+    dst = it->get<std::string>();
+    return true;
+  };
+  DeliveryJob job;
+  for (auto [key, dst] : {std::pair{"delivery_id", &job.delivery_id}, {"notification_id", &job.notification_id},
+                          {"user_id", &job.user_id}, {"channel", &job.channel}}) {
+    if (!str(key, *dst)) return Status::Invalid(std::string("job: ") + key + " missing or not a string");
+  }
+  str("locale", job.locale);
+  job.attempt = j.value("attempt", 1LL);
+  if (job.attempt < 1) job.attempt = 1;
+  job.event = j.value("event", nlohmann::json::object());
+  job.contact = j.value("contact", nlohmann::json::object());
+  job.content = j.value("content", nlohmann::json::object());
+  job.data = j.value("data", nlohmann::json::object());
+  job.fallback = j.value("fallback", nlohmann::json::array());
+  if (!job.fallback.is_array()) job.fallback = nlohmann::json::array();
+  job.raw = std::move(j);
+  out = std::move(job);
+  return Status::Ok();
+}
+
+}  // namespace herald

@@ -1,0 +1,76 @@
+// The channel plugin interface: how a worker hands one delivery job to a provider.
+//
+// Contract:
+// - Send() is called concurrently from several worker threads: implementations are thread-safe.
+// - A job may be sent more than once (at-least-once delivery, crashes between sending and
+//   acknowledging). The worker refuses delivery ids it recorded as sent, and channels pass
+//   job.delivery_id to providers that accept an idempotency key, so a repeat is harmless.
+// - Send() never throws and never blocks longer than its configured timeout.
+// - The result says what the worker does next:
+//     ok               delivered (the provider accepted it): recorded as sent, acked
+//     retryable        try again later (backoff tier; retry_after, when the provider gave one,
+//                      picks the smallest tier not shorter than it), until max_attempts
+//     permanent        will never work for this job: next channel of the fallback chain, else
+//                      the dead-letter store
+//     invalid_contact  the contact is gone (410, unregistered token): removed from the user's
+//                      preferences, then as permanent
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "core/status.h"
+#include "core/time.h"
+
+namespace herald {
+
+// A delivery job as published by the engine (docs/delivery-jobs.md).
+struct DeliveryJob {
+  std::string delivery_id;
+  std::string notification_id;
+  std::string user_id;
+  std::string channel;
+  std::string locale;
+  long long attempt = 1;
+  nlohmann::json event;     // id, type, source, time, priority, category, critical[, expires_at]
+  nlohmann::json contact;   // channel-specific
+  nlohmann::json content;   // rendered template fields
+  nlohmann::json data;      // the event's vars
+  nlohmann::json fallback;  // array of {channel, delivery_id, locale, contact, content}
+  nlohmann::json raw;       // the whole document as received
+
+  // Parses a job body; Invalid names what is missing.
+  static Status Parse(const std::string& body, DeliveryJob& out);
+};
+
+struct SendResult {
+  enum class Kind { kOk, kRetryable, kPermanent, kInvalidContact };
+  Kind kind = Kind::kOk;
+  std::string error;                 // for logs, traces and dead letters: the provider's words
+  std::optional<Millis> retry_after;  // the provider's Retry-After, if any
+
+  static SendResult Ok() { return {}; }
+  static SendResult Retryable(std::string e, std::optional<Millis> after = std::nullopt) {
+    return {Kind::kRetryable, std::move(e), after};
+  }
+  static SendResult Permanent(std::string e) { return {Kind::kPermanent, std::move(e), std::nullopt}; }
+  static SendResult InvalidContact(std::string e) { return {Kind::kInvalidContact, std::move(e), std::nullopt}; }
+  bool ok() const { return kind == Kind::kOk; }
+  const char* KindName() const;
+};
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  Channel() = default;
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // Delivers one job (see the contract above).
+  virtual SendResult Send(const DeliveryJob& job) = 0;
+};
+
+}  // namespace herald
