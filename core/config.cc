@@ -77,7 +77,7 @@ class Loader {
 
 // One YAML mapping being bound to a struct. Every key the code asks for is marked known;
 // Finish() reports the rest as unknown.
-class Section {
+class Section final : public ConfigSection {
  public:
   Section(Loader& loader, YAML::Node node, std::string path, bool env_enabled = true)
       : loader_(loader), node_(node), path_(std::move(path)), env_enabled_(env_enabled) {
@@ -87,7 +87,8 @@ class Section {
     }
   }
 
-  void Str(const char* key, std::string& out, const std::function<std::string(const std::string&)>& check = {}) {
+  void Str(const char* key, std::string& out) override { Str(key, out, {}); }
+  void Str(const char* key, std::string& out, const std::function<std::string(const std::string&)>& check) {
     Bind(key, [&](const std::string& v) {
       if (check) {
         std::string problem = check(v);
@@ -109,7 +110,7 @@ class Section {
     });
   }
 
-  void Int(const char* key, long long& out, long long min, long long max) {
+  void Int(const char* key, long long& out, long long min, long long max) override {
     Bind(key, [&](const std::string& v) {
       long long n = 0;
       auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
@@ -128,7 +129,7 @@ class Section {
     out = static_cast<int>(v);
   }
 
-  void Bool(const char* key, bool& out) {
+  void Bool(const char* key, bool& out) override {
     Bind(key, [&](const std::string& v) {
       if (v == "true") out = true;
       else if (v == "false") out = false;
@@ -137,7 +138,7 @@ class Section {
     });
   }
 
-  void Duration(const char* key, Millis& out, Millis min, Millis max) {
+  void Duration(const char* key, Millis& out, Millis min, Millis max) override {
     Bind(key, [&](const std::string& v) { return ParseDurationInto(v, out, min, max); });
   }
 
@@ -230,7 +231,7 @@ class Section {
 
   bool Present() const { return node_.IsMap(); }
 
-  void Error(const std::string& msg) { loader_.Error(node_, path_.empty() ? msg : path_ + ": " + msg); }
+  void Error(const std::string& msg) override { loader_.Error(node_, path_.empty() ? msg : path_ + ": " + msg); }
 
   void Finish() {
     if (!node_.IsDefined() || node_.IsNull()) return;
@@ -435,7 +436,13 @@ Config Bind(const YAML::Node& root, Loader& loader) {
   Section channels = top.Child("channels");
   for (const std::string& name : KnownChannels()) {
     Section ch = channels.Child(name.c_str());
-    ch.Bool("enabled", c.channels[name].enabled);
+    ChannelConfig& cc = c.channels[name];
+    ch.Bool("enabled", cc.enabled);
+    ch.Int("rate", cc.rate, 0, 1000000);
+    ch.Int("burst", cc.burst, 0, 1000000);
+    ch.Int("concurrency", cc.concurrency, 1, 1024);
+    ch.Int("prefetch", cc.prefetch, 1, 65535);
+    cc.settings = BindChannelSettings(name, ch);
     ch.Finish();
   }
   channels.Finish();
@@ -479,10 +486,6 @@ const std::vector<std::string>& TemplateFieldsFor(const std::string& channel, si
   return kOther;
 }
 
-const std::vector<std::string>& KnownChannels() {
-  static const std::vector<std::string> kChannels = {"email", "in_app", "push", "webhook"};
-  return kChannels;
-}
 
 std::vector<std::string> Config::EnabledChannels() const {
   std::vector<std::string> out;

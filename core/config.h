@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,9 +49,31 @@ struct RetryConfig {
   std::vector<Millis> tiers = {1s, 2s, 4s, 8s, 16s, 32s};
 };
 
+// Binding of one configuration mapping, for settings defined outside core (channel plugins).
+// Every key a binder asks for is known; the others are reported as unknown keys. Scalars can be
+// overridden from the environment like any other key.
+class ConfigSection {
+ public:
+  virtual ~ConfigSection() = default;
+  virtual void Str(const char* key, std::string& out) = 0;
+  virtual void Bool(const char* key, bool& out) = 0;
+  virtual void Int(const char* key, long long& out, long long min, long long max) = 0;
+  virtual void Duration(const char* key, Millis& out, Millis min, Millis max) = 0;
+  virtual void Error(const std::string& message) = 0;  // a problem with this section
+};
+
 struct ChannelConfig {
   bool enabled = true;
+  long long rate = 0;         // requests per second to the provider; 0 = unlimited
+  long long burst = 0;        // tokens a quiet bucket saves up (0 = max(1, rate / 10))
+  long long concurrency = 4;  // sends in flight at once per process
+  long long prefetch = 100;   // jobs taken from the queue ahead of sending
+  // The channel's own typed settings (channels/<name>/), bound by the channel's registry entry.
+  std::shared_ptr<const void> settings;
 };
+
+// Binds `channels.<channel>`'s own keys; defined by the channel registry (channels/registry.cc).
+std::shared_ptr<const void> BindChannelSettings(const std::string& channel, ConfigSection& section);
 
 struct EngineConfig {
   long long workers = 2;               // threads deciding and fanning out events

@@ -11,11 +11,14 @@
 #include "broker/topology.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "channels/in_app/hub.h"
+#include "channels/registry.h"
 #include "engine/control.h"
 #include "engine/intake.h"
 #include "engine/notification_engine.h"
 #include "engine/templates.h"
 #include "store/store.h"
+#include "workers/worker.h"
 
 namespace herald {
 namespace {
@@ -81,6 +84,28 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
+  // Channels are created before anything connects, so unusable channel settings stop start-up
+  // like any other configuration error.
+  const Clock& clock = SystemClock::Instance();
+  InAppHub hub;
+  std::vector<std::pair<std::string, std::unique_ptr<Channel>>> channels;
+  if (roles.count("worker")) {
+    ChannelContext ctx{store.get(), &hub, &clock};
+    for (const std::string& name : config.EnabledChannels()) {
+      const ChannelSpec* spec = FindChannel(name);
+      if (!spec || !spec->make) {
+        spdlog::info("channel {}: no provider in this version; its jobs wait in herald.deliver.{}", name, name);
+        continue;
+      }
+      std::unique_ptr<Channel> impl;
+      if (Status s = spec->make(config.channels.at(name), ctx, impl); !s.ok()) {
+        std::cerr << "heraldd: configuration error:\n" << s.message() << "\n";
+        return 2;
+      }
+      channels.emplace_back(name, std::move(impl));
+    }
+  }
+
   auto spec = broker::TopologySpec::FromConfig(config);
   {
     // Fail fast on what retrying cannot fix (wrong credentials, conflicting queue arguments);
@@ -100,7 +125,6 @@ int Run(int argc, char** argv) {
   broker::Publisher publisher(broker::PublisherOptionsFor(config, "heraldd publisher"));
   publisher.Start();
 
-  const Clock& clock = SystemClock::Instance();
   LocalPresence presence(config.engine.presence_ttl);
   PreferenceCache prefs(*store, static_cast<size_t>(config.engine.prefs_cache_size), config.engine.prefs_cache_ttl,
                         clock);
@@ -114,9 +138,17 @@ int Run(int argc, char** argv) {
     intake = std::make_unique<Intake>(config, *engine, publisher, clock);
     intake->Start();
   }
-  for (const char* pending : {"worker", "api"}) {
-    if (roles.count(pending)) spdlog::info("role {}: nothing to run in this version yet", pending);
+  std::vector<std::unique_ptr<ChannelWorker>> workers;
+  std::unique_ptr<DeadLetterDrain> drain;
+  if (roles.count("worker")) {
+    for (auto& [name, impl] : channels) {
+      workers.push_back(std::make_unique<ChannelWorker>(config, name, *impl, *store, publisher, clock));
+      workers.back()->Start();
+    }
+    drain = std::make_unique<DeadLetterDrain>(config, *store, clock);
+    drain->Start();
   }
+  if (roles.count("api")) spdlog::info("role api: nothing to run in this version yet");
 
   std::string role_list;
   for (const std::string& r : roles) role_list += (role_list.empty() ? "" : ",") + r;
@@ -130,6 +162,8 @@ int Run(int argc, char** argv) {
   // Consumers stop first so nothing new arrives, then the publisher drains its confirms.
   if (intake) intake->Stop(config.shutdown_grace);
   if (engine) engine->Stop();
+  for (auto& w : workers) w->Stop(config.shutdown_grace);
+  if (drain) drain->Stop(config.shutdown_grace);
   control.Stop();
   publisher.Stop(config.shutdown_grace);
   spdlog::info("heraldd stopped");

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <unordered_map>
@@ -32,6 +33,28 @@ const char* const kMigrations[] = {
     // 5: decision traces.
     "CREATE TABLE traces (notification_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL,"
     " user_id TEXT NOT NULL, created_at INTEGER NOT NULL, decision TEXT NOT NULL)",
+    // 6: the in-app inbox. AUTOINCREMENT so a seq is never handed out twice, even if the newest rows
+    // are deleted one day (retention): a client resuming its stream from a seq must not skip a new
+    // entry that reused it. (user_id, seq) serves paging in both directions; the partial index holds only
+    // unread rows, so the unread badge and mark-all-read cost the unread count, not the inbox size.
+    "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT UNIQUE NOT NULL,"
+    " user_id TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL, title TEXT NOT NULL,"
+    " body TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL, read_at INTEGER);"
+    "CREATE INDEX inbox_user_seq ON inbox (user_id, seq);"
+    "CREATE INDEX inbox_user_unread ON inbox (user_id) WHERE read_at IS NULL",
+    // 7: deliveries completed, so a redelivered job is not sent twice. WITHOUT ROWID: looked up by
+    // the primary key only.
+    "CREATE TABLE sent_deliveries (delivery_id TEXT PRIMARY KEY, channel TEXT NOT NULL, sent_at INTEGER NOT NULL)"
+    " WITHOUT ROWID",
+    // 8: dead letters. AUTOINCREMENT so an id an operator saw (to replay or delete) never names a
+    // later letter, and an after_id cursor never skips one. (channel, id) serves the channel filter
+    // in id order without a sort; dead_at serves since/until.
+    "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, delivery_id TEXT UNIQUE NOT NULL,"
+    " channel TEXT NOT NULL, reason TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,"
+    " event_id TEXT NOT NULL, event_type TEXT NOT NULL, user_id TEXT NOT NULL, first_failed_at INTEGER NOT NULL,"
+    " dead_at INTEGER NOT NULL, job TEXT NOT NULL, headers TEXT NOT NULL);"
+    "CREATE INDEX dead_letters_channel ON dead_letters (channel, id);"
+    "CREATE INDEX dead_letters_dead_at ON dead_letters (dead_at)",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -62,7 +85,40 @@ enum Stmt {
   kDedupPurge,
   kPutTrace,
   kGetTrace,
+  kPutInbox,
+  kInboxSeq,
+  kListInbox,
+  kInboxSince,
+  kMarkRead,
+  kInboxOwned,
+  kMarkAllRead,
+  kUnreadCount,
+  kWasSent,
+  kRecordSent,
+  kPutDeadLetter,
+  kGetDeadLetter,
+  kDeleteDeadLetter,
+  kCountDeadLetters,
   kStmtCount
+};
+
+// Column lists shared by the statements that read rows back and the functions that decode them
+// (ReadInbox, ReadDeadLetter): the order here is the order those read.
+constexpr char kInboxColumns[] =
+    "seq, notification_id, user_id, event_id, event_type, title, body, data, created_at, read_at";
+constexpr char kDeadLetterColumns[] =
+    "id, delivery_id, channel, reason, error, attempts, event_id, event_type, user_id, first_failed_at,"
+    " dead_at, job, headers";
+
+// The optional conditions of ListDeadLetters, one bit each; a statement is prepared per combination.
+enum DeadLetterClause {
+  kDlChannel = 1 << 0,
+  kDlReason = 1 << 1,
+  kDlEventType = 1 << 2,
+  kDlUserId = 1 << 3,
+  kDlSince = 1 << 4,
+  kDlUntil = 1 << 5,
+  kDlCombinations = 1 << 6
 };
 
 std::string BatchSql() {
@@ -100,9 +156,58 @@ std::string StmtSql(Stmt id) {
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
     case kGetTrace:
       return "SELECT event_id, event_type, user_id, created_at, decision FROM traces WHERE notification_id = ?1";
+    case kPutInbox:
+      return "INSERT INTO inbox (notification_id, user_id, event_id, event_type, title, body, data, created_at, "
+             "read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (notification_id) DO NOTHING";
+    case kInboxSeq: return "SELECT seq FROM inbox WHERE notification_id = ?1";
+    case kListInbox:
+      return std::string("SELECT ") + kInboxColumns +
+             " FROM inbox WHERE user_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
+    case kInboxSince:
+      return std::string("SELECT ") + kInboxColumns + " FROM inbox WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+    case kMarkRead:
+      return "UPDATE inbox SET read_at = ?3 WHERE user_id = ?1 AND notification_id = ?2 AND read_at IS NULL";
+    case kInboxOwned: return "SELECT 1 FROM inbox WHERE user_id = ?1 AND notification_id = ?2";
+    case kMarkAllRead: return "UPDATE inbox SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL";
+    case kUnreadCount: return "SELECT COUNT(*) FROM inbox WHERE user_id = ?1 AND read_at IS NULL";
+    case kWasSent: return "SELECT 1 FROM sent_deliveries WHERE delivery_id = ?1";
+    case kRecordSent:
+      return "INSERT OR IGNORE INTO sent_deliveries (delivery_id, channel, sent_at) VALUES (?1, ?2, ?3)";
+    case kPutDeadLetter:
+      // REPLACE deletes the row with the same delivery id and inserts a new one, which takes the
+      // next id: a replaced letter moves to the end, as if it had just arrived.
+      return "INSERT OR REPLACE INTO dead_letters (delivery_id, channel, reason, error, attempts, event_id, "
+             "event_type, user_id, first_failed_at, dead_at, job, headers) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    case kGetDeadLetter: return std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE id = ?1";
+    case kDeleteDeadLetter: return "DELETE FROM dead_letters WHERE id = ?1";
+    case kCountDeadLetters: return "SELECT COUNT(*) FROM dead_letters";
     case kStmtCount: break;
   }
   return "";
+}
+
+// The SQL of ListDeadLetters for one combination of DeadLetterClause bits. Parameters: ?1 after_id,
+// then one per set bit in the order of the bits, then the limit. Values are never spliced in.
+std::string DeadLetterListSql(unsigned clauses) {
+  static const char* const kConditions[] = {"channel = ?",  "reason = ?",   "event_type = ?",
+                                            "user_id = ?",  "dead_at >= ?", "dead_at < ?"};
+  static_assert(kDlCombinations == 1 << std::size(kConditions), "one condition per DeadLetterClause bit");
+  std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE id > ?1";
+  int param = 2;
+  for (unsigned bit = 0; bit < std::size(kConditions); ++bit) {
+    if (!(clauses & (1u << bit))) continue;
+    sql += " AND ";
+    sql += kConditions[bit];
+    sql += std::to_string(param++);
+  }
+  return sql + " ORDER BY id LIMIT ?" + std::to_string(param);
+}
+
+// A size_t limit as an SQLite integer; anything beyond INT64_MAX means "no limit" anyway.
+sqlite3_int64 LimitArg(size_t limit) {
+  auto max = static_cast<size_t>(std::numeric_limits<sqlite3_int64>::max());
+  return static_cast<sqlite3_int64>(std::min(limit, max));
 }
 
 int64_t ToMillis(SystemTime t) {
@@ -135,6 +240,7 @@ class SqliteStore final : public Store {
       : db_(db), known_channels_(std::move(known_channels)) {}
   ~SqliteStore() override {
     for (sqlite3_stmt* s : stmts_) sqlite3_finalize(s);
+    for (sqlite3_stmt* s : dead_letter_lists_) sqlite3_finalize(s);
     sqlite3_close_v2(db_);
   }
 
@@ -423,6 +529,201 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  // ---- in-app inbox ----
+
+  Status PutInbox(InboxEntry& entry, bool& created) override {
+    if (entry.notification_id.empty()) return Status::Invalid("inbox entry: notification_id: must not be empty");
+    if (entry.user_id.empty()) return Status::Invalid("inbox entry: user_id: must not be empty");
+    std::lock_guard lock(mu_);
+    {
+      Use q(stmts_[kPutInbox]);
+      bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
+                   BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
+                   BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
+                   BindInt(q, 8, ToMillis(entry.created_at));
+      // Left unbound, ?9 is NULL: unread.
+      if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
+      if (!bound) return Error("PutInbox");
+      if (Status s = Done(q, "PutInbox"); !s.ok()) return s;
+    }
+    // DO NOTHING on a conflict leaves the change count at 0; an insert makes it 1. The connection
+    // is ours alone while mu_ is held, so no other statement can have changed the count since.
+    bool inserted = sqlite3_changes(db_) > 0;
+    // Read back by id rather than sqlite3_last_insert_rowid, so both outcomes take the same path.
+    // Inbox rows are never deleted, so the row found now is the one that was or was not inserted.
+    Use q(stmts_[kInboxSeq]);
+    if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) {
+      return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id + "\" vanished after writing");
+    }
+    if (rc != SQLITE_ROW) return Error("PutInbox");
+    entry.seq = sqlite3_column_int64(q.get(), 0);
+    created = inserted;
+    return Status::Ok();
+  }
+
+  Status ListInbox(const std::string& user, long long before_seq, size_t limit,
+                   std::vector<InboxEntry>& out) override {
+    // 0 asks for the newest; seqs are positive, so INT64_MAX bounds nothing.
+    sqlite3_int64 bound = before_seq == 0 ? std::numeric_limits<sqlite3_int64>::max() : before_seq;
+    return ReadInboxPage(kListInbox, "ListInbox", user, bound, limit, out);
+  }
+
+  Status InboxSince(const std::string& user, long long after_seq, size_t limit,
+                    std::vector<InboxEntry>& out) override {
+    return ReadInboxPage(kInboxSince, "InboxSince", user, after_seq, limit, out);
+  }
+
+  Status MarkRead(const std::string& user, const std::string& notification_id, SystemTime at,
+                  bool& found) override {
+    std::lock_guard lock(mu_);
+    // Update and ownership check in one IMMEDIATE transaction: otherwise another process could
+    // insert the entry between a missed update and the check, and we would report found for an
+    // entry that is still unread.
+    Transaction tx(*this);
+    if (Status s = tx.Begin("MarkRead"); !s.ok()) return s;
+    bool exists;
+    {
+      Use q(stmts_[kMarkRead]);
+      if (!BindText(q, 1, user) || !BindText(q, 2, notification_id) || !BindInt(q, 3, ToMillis(at))) {
+        return Error("MarkRead");
+      }
+      if (Status s = Done(q, "MarkRead"); !s.ok()) return s;
+      exists = sqlite3_changes(db_) > 0;
+    }
+    if (!exists) {
+      // Nothing changed: either the entry was read before (found) or it is not this user's.
+      Use q(stmts_[kInboxOwned]);
+      if (!BindText(q, 1, user) || !BindText(q, 2, notification_id)) return Error("MarkRead");
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("MarkRead");
+      exists = rc == SQLITE_ROW;
+    }
+    if (Status s = tx.Commit("MarkRead"); !s.ok()) return s;
+    found = exists;
+    return Status::Ok();
+  }
+
+  Status MarkAllRead(const std::string& user, SystemTime at, size_t& changed) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kMarkAllRead]);
+    if (!BindText(q, 1, user) || !BindInt(q, 2, ToMillis(at))) return Error("MarkAllRead");
+    if (Status s = Done(q, "MarkAllRead"); !s.ok()) return s;
+    changed = static_cast<size_t>(sqlite3_changes(db_));
+    return Status::Ok();
+  }
+
+  Status UnreadCount(const std::string& user, size_t& out) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kUnreadCount]);
+    if (!BindText(q, 1, user)) return Error("UnreadCount");
+    return ReadCount(q, "UnreadCount", out);
+  }
+
+  // ---- delivery idempotency ----
+
+  Status WasSent(const std::string& delivery_id, bool& sent) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kWasSent]);
+    if (!BindText(q, 1, delivery_id)) return Error("WasSent");
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("WasSent");
+    sent = rc == SQLITE_ROW;
+    return Status::Ok();
+  }
+
+  Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) override {
+    if (delivery_id.empty()) return Status::Invalid("sent delivery: delivery_id: must not be empty");
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kRecordSent]);
+    if (!BindText(q, 1, delivery_id) || !BindText(q, 2, channel) || !BindInt(q, 3, ToMillis(at))) {
+      return Error("RecordSent");
+    }
+    return Done(q, "RecordSent");
+  }
+
+  // ---- dead letters ----
+
+  Status PutDeadLetter(DeadLetter& letter) override {
+    if (letter.delivery_id.empty()) return Status::Invalid("dead letter: delivery_id: must not be empty");
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPutDeadLetter]);
+    if (!BindText(q, 1, letter.delivery_id) || !BindText(q, 2, letter.channel) || !BindText(q, 3, letter.reason) ||
+        !BindText(q, 4, letter.error) || !BindInt(q, 5, letter.attempts) || !BindText(q, 6, letter.event_id) ||
+        !BindText(q, 7, letter.event_type) || !BindText(q, 8, letter.user_id) ||
+        !BindInt(q, 9, ToMillis(letter.first_failed_at)) || !BindInt(q, 10, ToMillis(letter.dead_at)) ||
+        !BindText(q, 11, letter.job_json) || !BindText(q, 12, letter.headers_json)) {
+      return Error("PutDeadLetter");
+    }
+    if (Status s = Done(q, "PutDeadLetter"); !s.ok()) return s;
+    // Per connection, and the connection is ours while mu_ is held: this is the row just written.
+    letter.id = sqlite3_last_insert_rowid(db_);
+    return Status::Ok();
+  }
+
+  Status ListDeadLetters(const DeadLetterFilter& filter, std::vector<DeadLetter>& out) override {
+    out.clear();
+    if (filter.limit == 0) return Status::Ok();
+    unsigned clauses = (filter.channel.empty() ? 0 : kDlChannel) | (filter.reason.empty() ? 0 : kDlReason) |
+                       (filter.event_type.empty() ? 0 : kDlEventType) | (filter.user_id.empty() ? 0 : kDlUserId) |
+                       (filter.since ? kDlSince : 0) | (filter.until ? kDlUntil : 0);
+    std::lock_guard lock(mu_);
+    sqlite3_stmt*& stmt = dead_letter_lists_[clauses];
+    if (!stmt) {
+      // Prepared on first use and kept: 64 combinations would be a lot to prepare at every open
+      // for an operator's endpoint, and few of them are ever used.
+      std::string sql = DeadLetterListSql(clauses);
+      if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+        sqlite3_finalize(stmt);
+        stmt = nullptr;
+        return Error("ListDeadLetters");
+      }
+    }
+    Use q(stmt);
+    int param = 1;
+    bool bound = BindInt(q, param++, filter.after_id);
+    if (bound && !filter.channel.empty()) bound = BindText(q, param++, filter.channel);
+    if (bound && !filter.reason.empty()) bound = BindText(q, param++, filter.reason);
+    if (bound && !filter.event_type.empty()) bound = BindText(q, param++, filter.event_type);
+    if (bound && !filter.user_id.empty()) bound = BindText(q, param++, filter.user_id);
+    if (bound && filter.since) bound = BindInt(q, param++, ToMillis(*filter.since));
+    if (bound && filter.until) bound = BindInt(q, param++, ToMillis(*filter.until));
+    if (bound) bound = BindInt(q, param, LimitArg(filter.limit));
+    if (!bound) return Error("ListDeadLetters");
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) out.push_back(ReadDeadLetter(q));
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      return Error("ListDeadLetters");
+    }
+    return Status::Ok();
+  }
+
+  Status GetDeadLetter(long long id, DeadLetter& out) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kGetDeadLetter]);
+    if (!BindInt(q, 1, id)) return Error("GetDeadLetter");
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) return Status::NotFound("no dead letter with id " + std::to_string(id));
+    if (rc != SQLITE_ROW) return Error("GetDeadLetter");
+    out = ReadDeadLetter(q);
+    return Status::Ok();
+  }
+
+  Status DeleteDeadLetter(long long id) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kDeleteDeadLetter]);
+    if (!BindInt(q, 1, id)) return Error("DeleteDeadLetter");
+    return Done(q, "DeleteDeadLetter");
+  }
+
+  Status CountDeadLetters(size_t& out) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kCountDeadLetters]);
+    return ReadCount(q, "CountDeadLetters", out);
+  }
+
  private:
   // A cached statement in use; reset and cleared when the scope ends, so it never keeps a read
   // transaction open or carries bindings into its next use.
@@ -479,6 +780,10 @@ class SqliteStore final : public Store {
            SQLITE_OK;
   }
 
+  static bool BindInt(const Use& q, int index, sqlite3_int64 value) {
+    return sqlite3_bind_int64(q.get(), index, value) == SQLITE_OK;
+  }
+
   // Steps a statement that returns no rows.
   Status Done(const Use& q, const char* op) {
     int rc = sqlite3_step(q.get());
@@ -501,6 +806,67 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  // Steps a SELECT COUNT(*).
+  Status ReadCount(const Use& q, const char* op, size_t& out) {
+    if (sqlite3_step(q.get()) != SQLITE_ROW) return Error(op);
+    out = static_cast<size_t>(sqlite3_column_int64(q.get(), 0));
+    return Status::Ok();
+  }
+
+  // ListInbox and InboxSince: the same columns and parameters, only the direction differs.
+  Status ReadInboxPage(Stmt id, const char* op, const std::string& user, sqlite3_int64 seq, size_t limit,
+                       std::vector<InboxEntry>& out) {
+    out.clear();
+    if (limit == 0) return Status::Ok();
+    std::lock_guard lock(mu_);
+    Use q(stmts_[id]);
+    if (!BindText(q, 1, user) || !BindInt(q, 2, seq) || !BindInt(q, 3, LimitArg(limit))) return Error(op);
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) out.push_back(ReadInbox(q));
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      return Error(op);
+    }
+    return Status::Ok();
+  }
+
+  // A row of kInboxColumns.
+  static InboxEntry ReadInbox(const Use& q) {
+    sqlite3_stmt* st = q.get();
+    InboxEntry e;
+    e.seq = sqlite3_column_int64(st, 0);
+    e.notification_id = ColumnText(st, 1);
+    e.user_id = ColumnText(st, 2);
+    e.event_id = ColumnText(st, 3);
+    e.event_type = ColumnText(st, 4);
+    e.title = ColumnText(st, 5);
+    e.body = ColumnText(st, 6);
+    e.data_json = ColumnText(st, 7);
+    e.created_at = FromMillis(sqlite3_column_int64(st, 8));
+    if (sqlite3_column_type(st, 9) != SQLITE_NULL) e.read_at = FromMillis(sqlite3_column_int64(st, 9));
+    return e;
+  }
+
+  // A row of kDeadLetterColumns.
+  static DeadLetter ReadDeadLetter(const Use& q) {
+    sqlite3_stmt* st = q.get();
+    DeadLetter d;
+    d.id = sqlite3_column_int64(st, 0);
+    d.delivery_id = ColumnText(st, 1);
+    d.channel = ColumnText(st, 2);
+    d.reason = ColumnText(st, 3);
+    d.error = ColumnText(st, 4);
+    d.attempts = sqlite3_column_int64(st, 5);
+    d.event_id = ColumnText(st, 6);
+    d.event_type = ColumnText(st, 7);
+    d.user_id = ColumnText(st, 8);
+    d.first_failed_at = FromMillis(sqlite3_column_int64(st, 9));
+    d.dead_at = FromMillis(sqlite3_column_int64(st, 10));
+    d.job_json = ColumnText(st, 11);
+    d.headers_json = ColumnText(st, 12);
+    return d;
+  }
+
   Status TooNew(int version) {
     return Status::Invalid("the store has schema version " + std::to_string(version) +
                            ", newer than this heraldd knows (" + std::to_string(kSchemaVersion) + ")");
@@ -521,6 +887,7 @@ class SqliteStore final : public Store {
   sqlite3* db_;
   const std::vector<std::string> known_channels_;
   sqlite3_stmt* stmts_[kStmtCount] = {};
+  sqlite3_stmt* dead_letter_lists_[kDlCombinations] = {};  // by DeadLetterClause bits; prepared on first use
 };
 
 }  // namespace

@@ -17,7 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 5;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 8;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -62,6 +62,50 @@ Preferences MakePrefs(const std::string& user) {
 }
 
 const SystemTime kT0 = *ParseRfc3339("2026-11-22T10:00:00Z");
+
+// An unread in-app entry; `i` makes its times and texts distinct.
+InboxEntry MakeEntry(const std::string& notification_id, const std::string& user, int i = 0) {
+  InboxEntry e;
+  e.notification_id = notification_id;
+  e.user_id = user;
+  e.event_id = "evt-" + std::to_string(i);
+  e.event_type = "social.comment.created";
+  e.title = "Title " + std::to_string(i);
+  e.body = "Body " + std::to_string(i);
+  e.data_json = R"({"i":)" + std::to_string(i) + "}";
+  e.created_at = kT0 + std::chrono::milliseconds(i);
+  return e;
+}
+
+DeadLetter MakeLetter(const std::string& delivery_id, const std::string& channel, const std::string& reason,
+                      const std::string& type, const std::string& user, SystemTime dead_at) {
+  DeadLetter d;
+  d.delivery_id = delivery_id;
+  d.channel = channel;
+  d.reason = reason;
+  d.error = "550 mailbox unavailable";
+  d.attempts = 5;
+  d.event_id = "evt-" + delivery_id;
+  d.event_type = type;
+  d.user_id = user;
+  d.first_failed_at = dead_at - std::chrono::minutes(10);
+  d.dead_at = dead_at;
+  d.job_json = R"({"delivery_id":")" + delivery_id + R"("})";
+  d.headers_json = R"({"x-attempt":5})";
+  return d;
+}
+
+std::vector<long long> Seqs(const std::vector<InboxEntry>& entries) {
+  std::vector<long long> out;
+  for (const InboxEntry& e : entries) out.push_back(e.seq);
+  return out;
+}
+
+std::vector<std::string> DeliveryIds(const std::vector<DeadLetter>& letters) {
+  std::vector<std::string> out;
+  for (const DeadLetter& d : letters) out.push_back(d.delivery_id);
+  return out;
+}
 
 std::string Id(int i) {
   char buf[16];
@@ -402,4 +446,476 @@ TEST_CASE("Store: stored preferences naming a channel no longer known are report
   CHECK_THAT(s.message(), Contains("channels.webhook: unknown channel"));
   std::vector<Preferences> batch;
   CHECK_FALSE(narrow->GetPreferencesBatch({"u-1"}, batch).ok());
+}
+
+TEST_CASE("Store: a store at schema version 5 gains the inbox, sent deliveries and dead letters", "[store]") {
+  TempStore store("migrate-5");
+  REQUIRE(store->PutPreferences(MakePrefs("u-1")).ok());
+  REQUIRE(store->PutTraces({TraceRecord{"evt-1:u-1", "evt-1", "a.b", "u-1", kT0, "{}"}}).ok());
+  {
+    // Turn the file back into what the store of schema version 5 left behind.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "DROP TABLE inbox; DROP TABLE sent_deliveries; DROP TABLE dead_letters;"
+                         "DELETE FROM sqlite_sequence; PRAGMA user_version=5;",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  store.Reopen();
+  CHECK(store->SchemaVersion() == kSchema);
+  Preferences p;
+  REQUIRE(store->GetPreferences("u-1", p).ok());
+  CHECK(p == MakePrefs("u-1"));
+  TraceRecord t;
+  REQUIRE(store->GetTrace("evt-1:u-1", t).ok());
+  InboxEntry e = MakeEntry("n-1", "u-1");
+  bool created = false;
+  REQUIRE(store->PutInbox(e, created).ok());
+  CHECK(created);
+  REQUIRE(store->RecordSent("d-1", "email", kT0).ok());
+  DeadLetter d = MakeLetter("d-2", "email", "permanent", "a.b", "u-1", kT0);
+  REQUIRE(store->PutDeadLetter(d).ok());
+}
+
+TEST_CASE("Store: an inbox entry is written once; writing it again reports the existing seq", "[store]") {
+  TempStore store("inbox-put");
+  InboxEntry a = MakeEntry("n-a", "u-1", 1);
+  bool created = false;
+  REQUIRE(store->PutInbox(a, created).ok());
+  CHECK(created);
+  CHECK(a.seq > 0);
+
+  // The same notification again (a redelivered event), even with other contents: nothing changes.
+  InboxEntry again = MakeEntry("n-a", "u-1", 2);
+  REQUIRE(store->PutInbox(again, created).ok());
+  CHECK_FALSE(created);
+  CHECK(again.seq == a.seq);
+
+  InboxEntry b = MakeEntry("n-b", "u-1", 3);
+  b.read_at = kT0 + std::chrono::seconds(5);
+  REQUIRE(store->PutInbox(b, created).ok());
+  CHECK(created);
+  CHECK(b.seq > a.seq);
+
+  std::vector<InboxEntry> out;
+  REQUIRE(store->ListInbox("u-1", 0, 10, out).ok());
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].seq == b.seq);
+  CHECK(out[0].read_at == b.read_at);
+  const InboxEntry& got = out[1];
+  CHECK(got.seq == a.seq);
+  CHECK(got.notification_id == "n-a");
+  CHECK(got.user_id == "u-1");
+  CHECK(got.event_id == a.event_id);
+  CHECK(got.event_type == a.event_type);
+  CHECK(got.title == "Title 1");  // the first write stays
+  CHECK(got.body == "Body 1");
+  CHECK(got.data_json == R"({"i":1})");
+  CHECK(got.created_at == a.created_at);
+  CHECK_FALSE(got.read_at.has_value());
+
+  InboxEntry nameless = MakeEntry("", "u-1");
+  CHECK_THAT(store->PutInbox(nameless, created).message(), Contains("notification_id"));
+  InboxEntry ownerless = MakeEntry("n-c", "");
+  CHECK_THAT(store->PutInbox(ownerless, created).message(), Contains("user_id"));
+  REQUIRE(store->ListInbox("", 0, 10, out).ok());
+  CHECK(out.empty());
+}
+
+TEST_CASE("Store: the same inbox entry written at once from many threads and two connections is created once",
+          "[store]") {
+  TempStore store("inbox-race");
+  std::unique_ptr<Store> second;
+  REQUIRE(OpenStore("sqlite://" + store.path(), second).ok());
+  for (int round = 0; round < 20; ++round) {
+    std::string nid = "n-race-" + std::to_string(round);
+    std::atomic<int> created_count{0}, errors{0};
+    std::vector<long long> seqs(8);
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < 8; ++t) {
+      Store* s = (t % 2 == 0) ? &*store : second.get();
+      threads.emplace_back([&, s, t] {
+        InboxEntry e = MakeEntry(nid, "u-1", round);
+        bool created = false;
+        if (!s->PutInbox(e, created).ok()) ++errors;
+        else if (created) ++created_count;
+        seqs[t] = e.seq;
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(errors == 0);
+    CHECK(created_count == 1);
+    CHECK(std::set<long long>(seqs.begin(), seqs.end()).size() == 1);
+    CHECK(seqs[0] > 0);
+  }
+  size_t unread = 0;
+  REQUIRE(store->UnreadCount("u-1", unread).ok());
+  CHECK(unread == 20);
+}
+
+TEST_CASE("Store: the inbox pages newest first and resumes oldest first, one user at a time", "[store]") {
+  TempStore store("inbox-page");
+  // 25 entries of u-1 interleaved with entries of u-2, which must never show up.
+  std::vector<long long> mine;
+  bool created;
+  for (int i = 0; i < 25; ++i) {
+    InboxEntry e = MakeEntry("n-1-" + std::to_string(i), "u-1", i);
+    REQUIRE(store->PutInbox(e, created).ok());
+    mine.push_back(e.seq);
+    InboxEntry other = MakeEntry("n-2-" + std::to_string(i), "u-2", i);
+    REQUIRE(store->PutInbox(other, created).ok());
+  }
+
+  SECTION("newest first, in pages of 10") {
+    std::vector<long long> seen;
+    std::vector<size_t> sizes;
+    std::vector<InboxEntry> page;
+    long long cursor = 0;
+    for (;;) {
+      REQUIRE(store->ListInbox("u-1", cursor, 10, page).ok());
+      if (page.empty()) break;
+      sizes.push_back(page.size());
+      for (const InboxEntry& e : page) {
+        CHECK(e.user_id == "u-1");
+        seen.push_back(e.seq);
+      }
+      cursor = page.back().seq;
+    }
+    CHECK(sizes == std::vector<size_t>{10, 10, 5});
+    CHECK(seen == std::vector<long long>(mine.rbegin(), mine.rend()));
+
+    // A cursor in the middle: strictly older than it.
+    REQUIRE(store->ListInbox("u-1", mine[3], 10, page).ok());
+    CHECK(Seqs(page) == std::vector<long long>{mine[2], mine[1], mine[0]});
+    REQUIRE(store->ListInbox("u-1", mine[0], 10, page).ok());
+    CHECK(page.empty());
+    REQUIRE(store->ListInbox("u-1", 0, 0, page).ok());
+    CHECK(page.empty());
+    REQUIRE(store->ListInbox("nobody", 0, 10, page).ok());
+    CHECK(page.empty());
+  }
+
+  SECTION("oldest first after a seq, and resuming picks up entries written since") {
+    std::vector<InboxEntry> page;
+    REQUIRE(store->InboxSince("u-1", 0, 7, page).ok());
+    CHECK(Seqs(page) == std::vector<long long>(mine.begin(), mine.begin() + 7));
+    long long last = page.back().seq;
+
+    // A client that saw up to `last` reconnects after three more entries arrived.
+    for (int i = 25; i < 28; ++i) {
+      InboxEntry e = MakeEntry("n-1-" + std::to_string(i), "u-1", i);
+      REQUIRE(store->PutInbox(e, created).ok());
+      mine.push_back(e.seq);
+    }
+    std::vector<long long> resumed;
+    for (;;) {
+      REQUIRE(store->InboxSince("u-1", last, 8, page).ok());
+      if (page.empty()) break;
+      CHECK(page.size() <= 8);
+      for (const InboxEntry& e : page) {
+        CHECK(e.user_id == "u-1");
+        resumed.push_back(e.seq);
+      }
+      last = page.back().seq;
+    }
+    CHECK(resumed == std::vector<long long>(mine.begin() + 7, mine.end()));
+    CHECK(last == mine.back());
+    REQUIRE(store->InboxSince("u-1", mine.back(), 10, page).ok());
+    CHECK(page.empty());
+    REQUIRE(store->InboxSince("u-1", 0, 0, page).ok());
+    CHECK(page.empty());
+  }
+}
+
+TEST_CASE("Store: marking inbox entries read, one or all, and counting unread", "[store]") {
+  TempStore store("inbox-read");
+  using namespace std::chrono_literals;
+  bool created;
+  for (int i = 0; i < 5; ++i) {
+    InboxEntry e = MakeEntry("n-1-" + std::to_string(i), "u-1", i);
+    REQUIRE(store->PutInbox(e, created).ok());
+  }
+  for (int i = 0; i < 3; ++i) {
+    InboxEntry e = MakeEntry("n-2-" + std::to_string(i), "u-2", i);
+    REQUIRE(store->PutInbox(e, created).ok());
+  }
+  size_t unread = 0;
+  REQUIRE(store->UnreadCount("u-1", unread).ok());
+  CHECK(unread == 5);
+  REQUIRE(store->UnreadCount("nobody", unread).ok());
+  CHECK(unread == 0);
+
+  // Read once, then again later: found both times, the first read time stays.
+  bool found = false;
+  REQUIRE(store->MarkRead("u-1", "n-1-2", kT0 + 1h, found).ok());
+  CHECK(found);
+  REQUIRE(store->MarkRead("u-1", "n-1-2", kT0 + 2h, found).ok());
+  CHECK(found);
+  std::vector<InboxEntry> page;
+  REQUIRE(store->InboxSince("u-1", 0, 10, page).ok());
+  REQUIRE(page.size() == 5);
+  CHECK(page[2].read_at == kT0 + 1h);
+  CHECK_FALSE(page[1].read_at.has_value());
+  REQUIRE(store->UnreadCount("u-1", unread).ok());
+  CHECK(unread == 4);
+
+  // Someone else's notification, and one that does not exist: not found, nothing changed.
+  found = true;
+  REQUIRE(store->MarkRead("u-1", "n-2-0", kT0 + 1h, found).ok());
+  CHECK_FALSE(found);
+  found = true;
+  REQUIRE(store->MarkRead("u-1", "n-nope", kT0 + 1h, found).ok());
+  CHECK_FALSE(found);
+  REQUIRE(store->UnreadCount("u-2", unread).ok());
+  CHECK(unread == 3);
+  REQUIRE(store->InboxSince("u-2", 0, 10, page).ok());
+  for (const InboxEntry& e : page) CHECK_FALSE(e.read_at.has_value());
+
+  // All of u-1's: only the four unread change, and the earlier read time stays.
+  size_t changed = 99;
+  REQUIRE(store->MarkAllRead("u-1", kT0 + 3h, changed).ok());
+  CHECK(changed == 4);
+  REQUIRE(store->MarkAllRead("u-1", kT0 + 4h, changed).ok());
+  CHECK(changed == 0);
+  REQUIRE(store->UnreadCount("u-1", unread).ok());
+  CHECK(unread == 0);
+  REQUIRE(store->InboxSince("u-1", 0, 10, page).ok());
+  REQUIRE(page.size() == 5);
+  for (size_t i = 0; i < page.size(); ++i) CHECK(page[i].read_at == (i == 2 ? kT0 + 1h : kT0 + 3h));
+  REQUIRE(store->UnreadCount("u-2", unread).ok());
+  CHECK(unread == 3);
+  REQUIRE(store->MarkAllRead("nobody", kT0, changed).ok());
+  CHECK(changed == 0);
+}
+
+TEST_CASE("Store: sent deliveries are recorded once and remembered", "[store]") {
+  TempStore store("sent");
+  bool sent = true;
+  REQUIRE(store->WasSent("d-1", sent).ok());
+  CHECK_FALSE(sent);
+  REQUIRE(store->RecordSent("d-1", "email", kT0).ok());
+  REQUIRE(store->RecordSent("d-1", "push", kT0 + std::chrono::hours(1)).ok());  // idempotent
+  REQUIRE(store->WasSent("d-1", sent).ok());
+  CHECK(sent);
+  REQUIRE(store->WasSent("d-2", sent).ok());
+  CHECK_FALSE(sent);
+  CHECK_THAT(store->RecordSent("", "email", kT0).message(), Contains("delivery_id"));
+
+  store.Reopen();
+  REQUIRE(store->WasSent("d-1", sent).ok());
+  CHECK(sent);
+  // The first record stays (read from the file: the interface has no getter for it).
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT channel, sent_at FROM sent_deliveries WHERE delivery_id = 'd-1'", -1, &stmt,
+                             nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))) == "email");
+  CHECK(sqlite3_column_int64(stmt, 1) ==
+        std::chrono::duration_cast<std::chrono::milliseconds>(kT0.time_since_epoch()).count());
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+TEST_CASE("Store: dead letters are put, replaced by delivery id, read, counted and deleted", "[store]") {
+  TempStore store("dead-letters");
+  using namespace std::chrono_literals;
+  size_t count = 99;
+  REQUIRE(store->CountDeadLetters(count).ok());
+  CHECK(count == 0);
+  DeadLetter out;
+  Status s = store->GetDeadLetter(1, out);
+  CHECK(s.code() == Status::Code::kNotFound);
+  CHECK_THAT(s.message(), Contains("1"));
+
+  DeadLetter a = MakeLetter("d-a", "email", "permanent", "billing.invoice.paid", "u-1", kT0 + 250ms);
+  REQUIRE(store->PutDeadLetter(a).ok());
+  CHECK(a.id > 0);
+  DeadLetter b = MakeLetter("d-b", "push", "attempts_exhausted", "social.comment.created", "u-2", kT0 + 1s);
+  REQUIRE(store->PutDeadLetter(b).ok());
+  CHECK(b.id > a.id);
+
+  REQUIRE(store->GetDeadLetter(a.id, out).ok());
+  CHECK(out.id == a.id);
+  CHECK(out.delivery_id == "d-a");
+  CHECK(out.channel == "email");
+  CHECK(out.reason == "permanent");
+  CHECK(out.error == a.error);
+  CHECK(out.attempts == 5);
+  CHECK(out.event_id == a.event_id);
+  CHECK(out.event_type == "billing.invoice.paid");
+  CHECK(out.user_id == "u-1");
+  CHECK(out.first_failed_at == a.first_failed_at);
+  CHECK(out.dead_at == a.dead_at);
+  CHECK(out.job_json == a.job_json);
+  CHECK(out.headers_json == a.headers_json);
+
+  // The same delivery failing again: the latest failure replaces the row, under a new id.
+  DeadLetter a2 = MakeLetter("d-a", "email", "attempts_exhausted", "billing.invoice.paid", "u-1", kT0 + 1h);
+  a2.attempts = 8;
+  a2.error = "timeout";
+  REQUIRE(store->PutDeadLetter(a2).ok());
+  CHECK(a2.id > b.id);
+  CHECK(store->GetDeadLetter(a.id, out).code() == Status::Code::kNotFound);
+  REQUIRE(store->GetDeadLetter(a2.id, out).ok());
+  CHECK(out.reason == "attempts_exhausted");
+  CHECK(out.attempts == 8);
+  CHECK(out.error == "timeout");
+  CHECK(out.dead_at == kT0 + 1h);
+  REQUIRE(store->CountDeadLetters(count).ok());
+  CHECK(count == 2);
+  std::vector<DeadLetter> all;
+  REQUIRE(store->ListDeadLetters({}, all).ok());
+  CHECK(DeliveryIds(all) == std::vector<std::string>{"d-b", "d-a"});
+
+  REQUIRE(store->DeleteDeadLetter(b.id).ok());
+  REQUIRE(store->DeleteDeadLetter(b.id).ok());  // idempotent
+  REQUIRE(store->DeleteDeadLetter(12345).ok());
+  CHECK(store->GetDeadLetter(b.id, out).code() == Status::Code::kNotFound);
+  REQUIRE(store->CountDeadLetters(count).ok());
+  CHECK(count == 1);
+
+  // Ids are not reused after the newest letter is deleted, so an id an operator saw stays unique.
+  REQUIRE(store->DeleteDeadLetter(a2.id).ok());
+  DeadLetter c = MakeLetter("d-c", "email", "permanent", "a.b", "u-1", kT0);
+  REQUIRE(store->PutDeadLetter(c).ok());
+  CHECK(c.id > a2.id);
+
+  DeadLetter nameless = MakeLetter("", "email", "permanent", "a.b", "u-1", kT0);
+  CHECK_THAT(store->PutDeadLetter(nameless).message(), Contains("delivery_id"));
+}
+
+TEST_CASE("Store: dead letters are filtered by every field, in id order, with cursor and limit", "[store]") {
+  TempStore store("dead-letter-filter");
+  using namespace std::chrono_literals;
+  // Written in this order, so ids follow the names.
+  const std::vector<DeadLetter> letters = {
+      MakeLetter("d-1", "email", "permanent", "billing.invoice.paid", "u-1", kT0),
+      MakeLetter("d-2", "push", "attempts_exhausted", "billing.invoice.paid", "u-2", kT0 + 1h),
+      MakeLetter("d-3", "email", "attempts_exhausted", "social.comment.created", "u-1", kT0 + 2h),
+      MakeLetter("d-4", "webhook", "invalid_contact", "social.comment.created", "u-3", kT0 + 3h),
+      MakeLetter("d-5", "email", "permanent", "social.comment.created", "u-2", kT0 + 4h),
+      MakeLetter("d-6", "push", "invalid_job", "billing.invoice.paid", "u-1", kT0 + 5h),
+  };
+  std::vector<long long> ids;
+  for (DeadLetter d : letters) {
+    REQUIRE(store->PutDeadLetter(d).ok());
+    ids.push_back(d.id);
+  }
+
+  struct Case {
+    const char* name;
+    DeadLetterFilter filter;
+    std::vector<std::string> want;
+  };
+  auto with = [](auto set) {
+    DeadLetterFilter f;
+    set(f);
+    return f;
+  };
+  const std::vector<Case> cases = {
+      {"no filter", {}, {"d-1", "d-2", "d-3", "d-4", "d-5", "d-6"}},
+      {"channel", with([](auto& f) { f.channel = "email"; }), {"d-1", "d-3", "d-5"}},
+      {"reason", with([](auto& f) { f.reason = "attempts_exhausted"; }), {"d-2", "d-3"}},
+      {"event type", with([](auto& f) { f.event_type = "billing.invoice.paid"; }), {"d-1", "d-2", "d-6"}},
+      {"user", with([](auto& f) { f.user_id = "u-1"; }), {"d-1", "d-3", "d-6"}},
+      {"since (inclusive)", with([](auto& f) { f.since = kT0 + 3h; }), {"d-4", "d-5", "d-6"}},
+      {"until (exclusive)", with([](auto& f) { f.until = kT0 + 2h; }), {"d-1", "d-2"}},
+      {"since and until", with([](auto& f) { f.since = kT0 + 1h; f.until = kT0 + 4h; }), {"d-2", "d-3", "d-4"}},
+      {"empty window", with([](auto& f) { f.since = kT0 + 4h; f.until = kT0 + 4h; }), {}},
+      {"channel and reason", with([](auto& f) { f.channel = "email"; f.reason = "permanent"; }), {"d-1", "d-5"}},
+      {"channel, type and user",
+       with([](auto& f) { f.channel = "push"; f.event_type = "billing.invoice.paid"; f.user_id = "u-1"; }),
+       {"d-6"}},
+      {"all fields",
+       with([](auto& f) {
+         f.channel = "email"; f.reason = "attempts_exhausted"; f.event_type = "social.comment.created";
+         f.user_id = "u-1"; f.since = kT0 + 2h; f.until = kT0 + 3h;
+       }),
+       {"d-3"}},
+      {"no match", with([](auto& f) { f.channel = "sms"; }), {}},
+      {"a value that looks like SQL is only a value", with([](auto& f) { f.channel = "email' OR '1'='1"; }), {}},
+      {"limit", with([](auto& f) { f.limit = 2; }), {"d-1", "d-2"}},
+      {"limit 0", with([](auto& f) { f.limit = 0; }), {}},
+      {"after id", with([&](auto& f) { f.after_id = ids[3]; }), {"d-5", "d-6"}},
+      {"after id, channel and limit", with([&](auto& f) { f.after_id = ids[0]; f.channel = "email"; f.limit = 1; }),
+       {"d-3"}},
+      {"after the last id", with([&](auto& f) { f.after_id = ids[5]; }), {}},
+  };
+  std::vector<DeadLetter> out;
+  for (const Case& c : cases) {
+    INFO(c.name);
+    REQUIRE(store->ListDeadLetters(c.filter, out).ok());
+    CHECK(DeliveryIds(out) == c.want);
+  }
+  // The same filter shape twice reuses its statement; the second result must not carry the first's values.
+  DeadLetterFilter f;
+  f.channel = "push";
+  REQUIRE(store->ListDeadLetters(f, out).ok());
+  CHECK(DeliveryIds(out) == std::vector<std::string>{"d-2", "d-6"});
+  f.channel = "webhook";
+  REQUIRE(store->ListDeadLetters(f, out).ok());
+  CHECK(DeliveryIds(out) == std::vector<std::string>{"d-4"});
+
+  // Cursor paging: the letters since kT0 + 1h in pages of two, each page after the last id seen.
+  f = DeadLetterFilter{};
+  f.since = kT0 + 1h;
+  f.limit = 2;
+  std::vector<std::string> seen;
+  std::vector<size_t> sizes;
+  for (;;) {
+    REQUIRE(store->ListDeadLetters(f, out).ok());
+    if (out.empty()) break;
+    sizes.push_back(out.size());
+    for (const DeadLetter& d : out) seen.push_back(d.delivery_id);
+    f.after_id = out.back().id;
+  }
+  CHECK(sizes == std::vector<size_t>{2, 2, 1});
+  CHECK(seen == std::vector<std::string>{"d-2", "d-3", "d-4", "d-5", "d-6"});
+}
+
+TEST_CASE("Store: the inbox, sent deliveries and dead letters survive closing and reopening", "[store]") {
+  TempStore store("reopen-delivery");
+  bool created;
+  InboxEntry a = MakeEntry("n-a", "u-1", 1), b = MakeEntry("n-b", "u-1", 2);
+  REQUIRE(store->PutInbox(a, created).ok());
+  REQUIRE(store->PutInbox(b, created).ok());
+  bool found;
+  REQUIRE(store->MarkRead("u-1", "n-a", kT0 + std::chrono::hours(1), found).ok());
+  REQUIRE(store->RecordSent("d-sent", "email", kT0).ok());
+  DeadLetter d = MakeLetter("d-dead", "webhook", "permanent", "a.b", "u-1", kT0);
+  REQUIRE(store->PutDeadLetter(d).ok());
+
+  store.Reopen();
+  std::vector<InboxEntry> page;
+  REQUIRE(store->ListInbox("u-1", 0, 10, page).ok());
+  REQUIRE(Seqs(page) == std::vector<long long>{b.seq, a.seq});
+  CHECK(page[1].read_at == kT0 + std::chrono::hours(1));
+  CHECK(page[1].data_json == a.data_json);
+  size_t unread;
+  REQUIRE(store->UnreadCount("u-1", unread).ok());
+  CHECK(unread == 1);
+  // Seqs keep increasing across a restart, and the old entries are still known.
+  InboxEntry c = MakeEntry("n-c", "u-1", 3);
+  REQUIRE(store->PutInbox(c, created).ok());
+  CHECK(created);
+  CHECK(c.seq > b.seq);
+  InboxEntry again = MakeEntry("n-a", "u-1", 1);
+  REQUIRE(store->PutInbox(again, created).ok());
+  CHECK_FALSE(created);
+  CHECK(again.seq == a.seq);
+
+  bool sent;
+  REQUIRE(store->WasSent("d-sent", sent).ok());
+  CHECK(sent);
+  DeadLetter out;
+  REQUIRE(store->GetDeadLetter(d.id, out).ok());
+  CHECK(out.delivery_id == "d-dead");
+  CHECK(out.channel == "webhook");
+  CHECK(out.job_json == d.job_json);
+  size_t count;
+  REQUIRE(store->CountDeadLetters(count).ok());
+  CHECK(count == 1);
 }

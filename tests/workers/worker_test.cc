@@ -1,0 +1,260 @@
+// The worker through the real broker. The channel is a scripted implementation of the Channel
+// interface: these tests are about what the worker does with each kind of result (tiers,
+// fallback, dead letters, rate, idempotency), not about a provider.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+
+#include "broker/options.h"
+#include "broker/topology.h"
+#include "channels/in_app/in_app.h"
+#include "engine/notification_engine.h"
+#include "tests/support/test_env.h"
+#include "workers/worker.h"
+
+using namespace herald;
+using namespace herald::test;
+using nlohmann::json;
+using Steady = std::chrono::steady_clock;
+
+namespace {
+
+class ScriptedChannel final : public Channel {
+ public:
+  explicit ScriptedChannel(std::vector<SendResult> script, SendResult then = SendResult::Ok())
+      : script_(std::move(script)), then_(std::move(then)) {}
+  SendResult Send(const DeliveryJob& job) override {
+    std::lock_guard l(mu_);
+    calls_.push_back({Steady::now(), job.delivery_id, job.attempt});
+    return calls_.size() <= script_.size() ? script_[calls_.size() - 1] : then_;
+  }
+  struct Call {
+    Steady::time_point at;
+    std::string delivery_id;
+    long long attempt;
+  };
+  std::vector<Call> Calls() {
+    std::lock_guard l(mu_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<SendResult> script_;
+  SendResult then_;
+  std::vector<Call> calls_;
+};
+
+struct Harness {
+  explicit Harness(const std::string& name, std::vector<Millis> tiers = {Millis(300), Millis(600)}) : vhost(name) {
+    config = vhost.MakeConfig();
+    config.retry.tiers = std::move(tiers);
+    config.retry.max_attempts = 3;
+    dir = "/tmp/herald-test-" + std::to_string(::getpid()) + "-" + name;
+    REQUIRE(OpenStore("sqlite://" + dir + "/herald.db", store).ok());
+    publisher = std::make_unique<broker::Publisher>(broker::PublisherOptionsFor(config, "worker test"));
+    publisher->Start();
+    broker::Connection c(broker::ConnectOptionsFor(config, "declare"));
+    REQUIRE(c.Open().ok());
+    REQUIRE(broker::DeclareTopology(c, broker::TopologySpec::FromConfig(config)).ok());
+  }
+  std::unique_ptr<ChannelWorker> Worker(const std::string& channel, Channel& impl) {
+    auto w = std::make_unique<ChannelWorker>(config, channel, impl, *store, *publisher, SystemClock::Instance());
+    w->Start();
+    REQUIRE(WaitFor([&] { return w->Consuming(); }, 15s));
+    return w;
+  }
+  void PublishJob(const std::string& channel, const json& job) {
+    REQUIRE(publisher->PublishAndWait({broker::kDeliverExchange, channel, job.dump(), json::object(), "application/json",
+                                       job.value("delivery_id", ""), true, true},
+                                      10s)
+                .ok());
+  }
+  Vhost vhost;
+  Config config;
+  std::string dir;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<broker::Publisher> publisher;
+};
+
+json Job(const std::string& channel, const std::string& user, json fallback = json::array()) {
+  const std::string id = DeliveryId("evt-w", user, channel);
+  return {{"v", 1},           {"delivery_id", id},
+          {"notification_id", NotificationId("evt-w", user)},
+          {"event", {{"id", "evt-w"}, {"type", "billing.invoice.paid"}}},
+          {"user_id", user},  {"locale", "en"},
+          {"channel", channel}, {"contact", {{"url", "https://hooks.example.org/x"}}},
+          {"content", {{"title", "T"}, {"body", "B"}}}, {"data", {{"amount", "1"}}},
+          {"attempt", 1},     {"fallback", fallback}};
+}
+
+double Seconds(Steady::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+TEST_CASE("Worker: retryable failures wait for the configured tiers, then the job is sent once") {
+  Harness h("worker-retry", {Millis(300), Millis(900)});
+  ScriptedChannel ch({SendResult::Retryable("HTTP 503"), SendResult::Retryable("HTTP 503")});
+  auto w = h.Worker("webhook", ch);
+  h.PublishJob("webhook", Job("webhook", "u-1"));
+  REQUIRE(WaitFor([&] { return ch.Calls().size() == 3; }, 20s));
+  auto calls = ch.Calls();
+  CHECK(calls[0].attempt == 1);
+  CHECK(calls[1].attempt == 2);
+  CHECK(calls[2].attempt == 3);
+  double gap1 = Seconds(calls[1].at - calls[0].at), gap2 = Seconds(calls[2].at - calls[1].at);
+  INFO("gaps " << gap1 << " s, " << gap2 << " s");
+  CHECK(gap1 >= 0.3);
+  CHECK(gap1 < 0.3 + 0.5);
+  CHECK(gap2 >= 0.9);
+  CHECK(gap2 < 0.9 + 0.5);
+  bool sent = false;
+  REQUIRE(WaitFor([&] { return h.store->WasSent(calls[0].delivery_id, sent).ok() && sent; }, 5s));
+  std::this_thread::sleep_for(300ms);
+  CHECK(ch.Calls().size() == 3);  // nothing more
+}
+
+TEST_CASE("Worker: a Retry-After picks the smallest tier not shorter than it") {
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 1, std::nullopt) == Millis(1000));
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 3, std::nullopt) == Millis(4000));
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 9, std::nullopt) == Millis(4000));
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 1, Millis(1500)) == Millis(2000));
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 3, Millis(10)) == Millis(1000));
+  CHECK(RetryDelay({Millis(1000), Millis(2000), Millis(4000)}, 1, Millis(60000)) == Millis(4000));
+}
+
+TEST_CASE("Worker: a permanent failure goes to the next channel of the fallback chain") {
+  Harness h("worker-fallback");
+  ScriptedChannel ch({}, SendResult::Permanent("HTTP 400: bad token"));
+  auto w = h.Worker("push", ch);
+  json fallback = json::array({{{"channel", "email"}, {"delivery_id", DeliveryId("evt-w", "u-1", "email")},
+                                {"locale", "en"}, {"contact", {{"email", "a@example.org"}}},
+                                {"content", {{"subject", "S"}, {"text", "T"}}}}});
+  h.PublishJob("push", Job("push", "u-1", fallback));
+  Peek peek(h.vhost.url());
+  auto m = peek.WaitGet("herald.deliver.email", 10s);
+  REQUIRE(m);
+  json job = json::parse(m->body);
+  CHECK(job["channel"] == "email");
+  CHECK(job["delivery_id"] == DeliveryId("evt-w", "u-1", "email"));
+  CHECK(job["contact"]["email"] == "a@example.org");
+  CHECK(job["fallback"].empty());
+  CHECK(job["attempt"] == 1);
+  CHECK(job["fallback_from"]["reason"] == "permanent");
+  CHECK(job["fallback_from"]["error"] == "HTTP 400: bad token");
+  CHECK(m->message_id == job["delivery_id"]);
+  CHECK(ch.Calls().size() == 1);
+  CHECK(peek.Depth("herald.dlq") == 0);
+}
+
+TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with the x-herald headers, then stored") {
+  Harness h("worker-dlq", {Millis(200)});
+  ScriptedChannel ch({}, SendResult::Retryable("HTTP 503: maintenance"));
+  auto w = h.Worker("webhook", ch);
+  DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
+  drain.Start();
+  h.PublishJob("webhook", Job("webhook", "u-dead"));
+  std::vector<DeadLetter> rows;
+  REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 20s));
+  const DeadLetter& d = rows[0];
+  CHECK(d.delivery_id == DeliveryId("evt-w", "u-dead", "webhook"));
+  CHECK(d.reason == "attempts_exhausted");
+  CHECK(d.error == "HTTP 503: maintenance");
+  CHECK(d.attempts == 3);
+  CHECK(d.channel == "webhook");
+  CHECK(d.event_type == "billing.invoice.paid");
+  CHECK(d.user_id == "u-dead");
+  CHECK(d.first_failed_at <= d.dead_at);
+  json headers = json::parse(d.headers_json);
+  CHECK(headers.contains("x-herald-first-failed-at"));
+  CHECK(json::parse(d.job_json)["attempt"] == 3);
+  CHECK(ch.Calls().size() == 3);
+  Peek peek(h.vhost.url());
+  CHECK(WaitFor([&] { return peek.Depth("herald.dlq") == 0; }, 5s));
+  drain.Stop(1s);
+}
+
+TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
+  Harness h("worker-idem");
+  ScriptedChannel ch({});
+  json job = Job("webhook", "u-1");
+  REQUIRE(h.store->RecordSent(job["delivery_id"], "webhook", SystemClock::Instance().Now()).ok());
+  auto w = h.Worker("webhook", ch);
+  h.PublishJob("webhook", job);
+  h.PublishJob("webhook", Job("webhook", "u-2"));
+  REQUIRE(WaitFor([&] { return ch.Calls().size() == 1; }, 10s));
+  Peek peek(h.vhost.url());
+  CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 5s));
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(ch.Calls().size() == 1);
+  CHECK(ch.Calls()[0].delivery_id == DeliveryId("evt-w", "u-2", "webhook"));
+}
+
+TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above 30 + burst in a second") {
+  Harness h("worker-rate");
+  h.config.channels["webhook"].rate = 30;
+  h.config.channels["webhook"].burst = 5;
+  h.config.channels["webhook"].concurrency = 8;
+  ScriptedChannel ch({});
+  for (int i = 0; i < 100; ++i) h.PublishJob("webhook", Job("webhook", "u-" + std::to_string(i)));
+  auto w = h.Worker("webhook", ch);
+  REQUIRE(WaitFor([&] { return ch.Calls().size() == 100; }, 20s));
+  std::vector<Steady::time_point> at;
+  for (const auto& c : ch.Calls()) at.push_back(c.at);
+  std::sort(at.begin(), at.end());
+  size_t most = 0, lo = 0;
+  for (size_t hi = 0; hi < at.size(); ++hi) {
+    while (at[hi] - at[lo] >= std::chrono::seconds(1)) ++lo;
+    most = std::max(most, hi - lo + 1);
+  }
+  INFO("most sends in one second: " << most << ", total time " << Seconds(at.back() - at.front()) << " s");
+  CHECK(most <= 35);
+  CHECK(Seconds(at.back() - at.front()) >= (100 - 5) / 30.0 - 0.1);
+}
+
+TEST_CASE("Worker: an invalid contact is removed from the user's preferences, then the job is dead-lettered") {
+  Harness h("worker-contact");
+  Preferences p = DefaultPreferences("u-1");
+  p.contacts.webhook = "https://hooks.example.org/u-1";
+  p.contacts.email = "a@example.org";
+  REQUIRE(h.store->PutPreferences(p).ok());
+  ScriptedChannel ch({}, SendResult::InvalidContact("HTTP 410: gone"));
+  auto w = h.Worker("webhook", ch);
+  h.PublishJob("webhook", Job("webhook", "u-1"));
+  Peek peek(h.vhost.url());
+  auto m = peek.WaitGet("herald.dlq", 10s);
+  REQUIRE(m);
+  CHECK(m->headers["x-herald-reason"] == "invalid_contact");
+  Preferences after;
+  REQUIRE(h.store->GetPreferences("u-1", after).ok());
+  CHECK(after.contacts.webhook.empty());
+  CHECK(after.contacts.email == "a@example.org");
+}
+
+TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub once") {
+  Harness h("worker-inapp");
+  InAppHub hub;
+  std::atomic<int> heard{0};
+  std::string title;
+  hub.Subscribe("u-1", [&](const InboxEntry& e) {
+    title = e.title;
+    ++heard;
+  });
+  InAppChannel channel(*h.store, hub, SystemClock::Instance());
+  auto w = h.Worker("in_app", channel);
+  json job = Job("in_app", "u-1");
+  h.PublishJob("in_app", job);
+  REQUIRE(WaitFor([&] { return heard == 1; }, 10s));
+  CHECK(title == "T");
+  // The same notification again under another delivery id (a repeat): no second entry.
+  job["delivery_id"] = "d-other";
+  h.PublishJob("in_app", job);
+  Peek peek(h.vhost.url());
+  REQUIRE(WaitFor([&] { return peek.Depth("herald.deliver.in_app") == 0; }, 10s));
+  std::this_thread::sleep_for(200ms);
+  std::vector<InboxEntry> inbox;
+  REQUIRE(h.store->ListInbox("u-1", 0, 10, inbox).ok());
+  CHECK(inbox.size() == 1);
+  CHECK(heard == 1);
+}

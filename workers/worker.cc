@@ -1,0 +1,290 @@
+#include "workers/worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include "broker/options.h"
+#include "broker/topology.h"
+#include "core/metrics.h"
+#include "engine/control.h"
+
+namespace herald {
+namespace {
+
+CounterFamily& Deliveries() {
+  static CounterFamily& f = Metrics::Global().Counters(
+      "herald_deliveries_total", "Delivery outcomes by channel (skipped: decided against).", {"channel", "outcome"});
+  return f;
+}
+
+CounterFamily& RateWait() {
+  static CounterFamily& f = Metrics::Global().Counters(
+      "herald_rate_limit_wait_seconds_total", "Time workers waited for a rate-limit token.", {"channel"});
+  return f;
+}
+
+CounterFamily& ProviderSeconds() {
+  static CounterFamily& f = Metrics::Global().Counters(
+      "herald_provider_request_seconds_total", "Time spent in provider requests.", {"channel"});
+  return f;
+}
+
+}  // namespace
+
+Millis RetryDelay(const std::vector<Millis>& tiers, long long failed_attempt, std::optional<Millis> retry_after) {
+  if (tiers.empty()) return Millis(1000);
+  if (retry_after) {
+    for (Millis t : tiers) {
+      if (t >= *retry_after) return t;
+    }
+    return tiers.back();
+  }
+  size_t i = static_cast<size_t>(std::max(1LL, failed_attempt) - 1);
+  return tiers[std::min(i, tiers.size() - 1)];
+}
+
+ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel& impl, Store& store,
+                             broker::Publisher& publisher, const Clock& clock)
+    : config_(config),
+      channel_(std::move(channel)),
+      impl_(impl),
+      store_(store),
+      publisher_(publisher),
+      clock_(clock),
+      channel_config_(config.channels.at(channel_)),
+      bucket_(static_cast<double>(channel_config_.rate),
+              static_cast<double>(channel_config_.burst ? channel_config_.burst
+                                                        : std::max(1LL, channel_config_.rate / 10))) {
+  auto o = broker::ConsumerOptionsFor(config, "heraldd worker " + channel_, broker::DeliverQueue(channel_));
+  o.prefetch = static_cast<int>(channel_config_.prefetch);
+  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(d));
+    }
+    cv_.notify_one();
+  });
+}
+
+ChannelWorker::~ChannelWorker() { Stop(Millis(0)); }
+
+void ChannelWorker::Start() {
+  for (long long i = 0; i < channel_config_.concurrency; ++i) pool_.emplace_back([this] { Work(); });
+  consumer_->Start();
+}
+
+void ChannelWorker::Stop(Millis grace) {
+  consumer_->Stop(grace);  // waits for jobs in hand to be settled, while the pool still runs
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (std::thread& t : pool_) t.join();
+  pool_.clear();
+}
+
+void ChannelWorker::Work() {
+  for (;;) {
+    broker::Delivery d;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      d = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Process(d);
+  }
+}
+
+void ChannelWorker::Settle(const broker::DeliveryRef& ref, const Status& s) {
+  if (s.ok()) {
+    consumer_->Ack(ref);
+  } else {
+    spdlog::warn("worker {}: could not hand a job on ({}); it returns to the queue", channel_, s.ToString());
+    consumer_->Reject(ref, /*requeue=*/true);
+  }
+}
+
+void ChannelWorker::Process(broker::Delivery& d) {
+  DeliveryJob job;
+  if (Status s = DeliveryJob::Parse(d.message.body, job); !s.ok()) {
+    return GiveUp(d, job, "invalid_job", s.message());
+  }
+  bool sent = false;
+  if (Status s = store_.WasSent(job.delivery_id, sent); s.ok() && sent) {
+    spdlog::debug("worker {}: {} was already sent; not again", channel_, job.delivery_id);
+    Deliveries().With({channel_, "skipped"}).Inc();
+    return consumer_->Ack({d.tag, d.generation});
+  }
+  auto waited = bucket_.Acquire();
+  if (waited.count() > 0) RateWait().With({channel_}).Inc(std::chrono::duration<double>(waited).count());
+
+  auto started = std::chrono::steady_clock::now();
+  SendResult r = impl_.Send(job);
+  ProviderSeconds().With({channel_}).Inc(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  switch (r.kind) {
+    case SendResult::Kind::kOk:
+      if (Status s = store_.RecordSent(job.delivery_id, channel_, clock_.Now()); !s.ok()) {
+        spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,
+                      job.delivery_id, s.message());
+      }
+      Deliveries().With({channel_, "sent"}).Inc();
+      return consumer_->Ack({d.tag, d.generation});
+    case SendResult::Kind::kRetryable:
+      if (job.attempt < config_.retry.max_attempts) return Retry(d, job, r);
+      return GiveUp(d, job, "attempts_exhausted", r.error);
+    case SendResult::Kind::kPermanent:
+      return GiveUp(d, job, "permanent", r.error);
+    case SendResult::Kind::kInvalidContact:
+      RemoveContact(job);
+      return GiveUp(d, job, "invalid_contact", r.error);
+  }
+}
+
+void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r) {
+  Millis delay = RetryDelay(config_.retry.tiers, job.attempt, r.retry_after);
+  nlohmann::json next = job.raw;
+  next["attempt"] = job.attempt + 1;
+  if (!next.contains("first_failed_at")) next["first_failed_at"] = FormatRfc3339(clock_.Now());
+  next["last_error"] = r.error;
+  broker::Message m;
+  m.exchange = "";  // straight into the tier's queue; its TTL sends it back to herald.deliver
+  m.routing_key = broker::RetryQueue(channel_, delay);
+  m.body = next.dump();
+  m.message_id = job.delivery_id;
+  m.headers = d.message.headers;
+  m.headers["x-herald-attempts"] = job.attempt;
+  m.mandatory = true;
+  spdlog::info("worker {}: {} attempt {} failed ({}); retry in {}", channel_, job.delivery_id, job.attempt, r.error,
+               FormatDuration(delay));
+  Deliveries().With({channel_, "retried"}).Inc();
+  broker::DeliveryRef ref{d.tag, d.generation};
+  publisher_.Publish(std::move(m), [this, ref](const Status& s) { Settle(ref, s); });
+}
+
+void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error) {
+  broker::DeliveryRef ref{d.tag, d.generation};
+  const std::string first_failed = job.raw.is_object() && job.raw.contains("first_failed_at")
+                                       ? job.raw["first_failed_at"].get<std::string>()
+                                       : FormatRfc3339(clock_.Now());
+  if (job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object()) {
+    const nlohmann::json& f = job.fallback[0];
+    nlohmann::json next = job.raw;
+    next["channel"] = f.value("channel", "");
+    next["delivery_id"] = f.value("delivery_id", "");
+    next["locale"] = f.value("locale", job.locale);
+    next["contact"] = f.value("contact", nlohmann::json::object());
+    next["content"] = f.value("content", nlohmann::json::object());
+    next["fallback"] = nlohmann::json(job.fallback.begin() + 1, job.fallback.end());
+    next["attempt"] = 1;
+    next["fallback_from"] = {{"channel", channel_}, {"delivery_id", job.delivery_id}, {"reason", reason},
+                             {"error", error}};
+    next.erase("first_failed_at");
+    next.erase("last_error");
+    broker::Message m;
+    m.exchange = broker::kDeliverExchange;
+    m.routing_key = next["channel"];
+    m.message_id = next["delivery_id"];
+    m.body = next.dump();
+    m.headers = {{"x-herald-event-id", job.event.value("id", "")}, {"x-herald-user", job.user_id},
+                 {"x-herald-channel", next["channel"]}};
+    m.mandatory = true;
+    spdlog::info("worker {}: {} failed for good ({}: {}); falling back to {}", channel_, job.delivery_id, reason, error,
+                 next["channel"].get<std::string>());
+    Deliveries().With({channel_, "fallback"}).Inc();
+    publisher_.Publish(std::move(m), [this, ref](const Status& s) { Settle(ref, s); });
+    return;
+  }
+  broker::Message m;
+  m.exchange = "";
+  m.routing_key = broker::kDeadLetterQueue;
+  m.body = d.message.body;
+  m.message_id = job.delivery_id;
+  m.headers = d.message.headers.is_object() ? d.message.headers : nlohmann::json::object();
+  m.headers["x-herald-reason"] = reason;
+  m.headers["x-herald-error"] = error;
+  m.headers["x-herald-attempts"] = job.attempt;
+  m.headers["x-herald-channel"] = channel_;
+  m.headers["x-herald-first-failed-at"] = first_failed;
+  m.mandatory = true;
+  spdlog::warn("worker {}: {} dead-lettered after {} attempt(s): {}: {}", channel_,
+               job.delivery_id.empty() ? "a job" : job.delivery_id, job.attempt, reason, error);
+  Deliveries().With({channel_, "dead"}).Inc();
+  publisher_.Publish(std::move(m), [this, ref](const Status& s) { Settle(ref, s); });
+}
+
+void ChannelWorker::RemoveContact(const DeliveryJob& job) {
+  Preferences p;
+  if (!store_.GetPreferences(job.user_id, p).ok()) return;
+  bool changed = false;
+  if (channel_ == "email" && !p.contacts.email.empty()) {
+    p.contacts.email.clear();
+    changed = true;
+  } else if (channel_ == "webhook" && !p.contacts.webhook.empty()) {
+    p.contacts.webhook.clear();
+    changed = true;
+  } else if (channel_ == "push") {
+    // The job names which subscription failed in contact.invalid (endpoint or token).
+    std::string bad = job.contact.value("invalid", "");
+    auto& list = p.contacts.push;
+    auto before = list.size();
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](const PushContact& c) { return !bad.empty() && (c.endpoint == bad || c.token == bad); }),
+               list.end());
+    changed = list.size() != before;
+  }
+  if (!changed) return;
+  if (Status s = store_.PutPreferences(p); !s.ok()) {
+    spdlog::warn("worker {}: could not remove {}'s invalid contact: {}", channel_, job.user_id, s.message());
+    return;
+  }
+  spdlog::info("worker {}: removed {}'s invalid {} contact", channel_, job.user_id, channel_);
+  broker::Message m;
+  m.exchange = broker::kControlExchange;
+  m.body = PrefsChangedSignal(job.user_id);
+  m.persistent = false;
+  publisher_.Publish(std::move(m), nullptr);
+}
+
+DeadLetterDrain::DeadLetterDrain(const Config& config, Store& store, const Clock& clock) : store_(store), clock_(clock) {
+  auto o = broker::ConsumerOptionsFor(config, "heraldd dead-letter drain", broker::kDeadLetterQueue);
+  o.prefetch = 100;
+  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) {
+    const nlohmann::json& h = d.message.headers;
+    auto str = [&](const char* k) { return h.contains(k) && h[k].is_string() ? h[k].get<std::string>() : std::string(); };
+    DeadLetter letter;
+    auto job = nlohmann::json::parse(d.message.body, nullptr, false);
+    letter.delivery_id = d.message.message_id;
+    if (letter.delivery_id.empty() && job.is_object()) letter.delivery_id = job.value("delivery_id", "");
+    if (letter.delivery_id.empty()) letter.delivery_id = "unknown-" + std::to_string(clock_.Now().time_since_epoch().count());
+    letter.channel = str("x-herald-channel");
+    letter.reason = str("x-herald-reason");
+    letter.error = str("x-herald-error");
+    letter.attempts = h.contains("x-herald-attempts") && h["x-herald-attempts"].is_number_integer()
+                          ? h["x-herald-attempts"].get<long long>() : 0;
+    if (job.is_object()) {
+      const nlohmann::json ev = job.value("event", nlohmann::json::object());
+      letter.event_id = ev.is_object() ? ev.value("id", "") : "";
+      letter.event_type = ev.is_object() ? ev.value("type", "") : "";
+      letter.user_id = job.value("user_id", "");
+    }
+    letter.dead_at = clock_.Now();
+    letter.first_failed_at = ParseRfc3339(str("x-herald-first-failed-at")).value_or(letter.dead_at);
+    letter.job_json = d.message.body;
+    letter.headers_json = h.dump();
+    broker::DeliveryRef ref{d.tag, d.generation};
+    if (Status s = store_.PutDeadLetter(letter); !s.ok()) {
+      spdlog::error("dead letters: cannot store {} ({}); it stays on herald.dlq", letter.delivery_id, s.message());
+      consumer_->Reject(ref, /*requeue=*/true);
+      return;
+    }
+    consumer_->Ack(ref);
+  });
+}
+
+void DeadLetterDrain::Start() { consumer_->Start(); }
+
+void DeadLetterDrain::Stop(Millis grace) { consumer_->Stop(grace); }
+
+}  // namespace herald

@@ -1,0 +1,86 @@
+// ChannelWorker: delivers the jobs of one channel queue (herald.deliver.<channel>).
+//
+// For each job, on a pool of `channels.<name>.concurrency` threads:
+//   already sent (delivery id recorded)   -> acked, nothing sent (at-least-once made exactly-once)
+//   wait for a token of the channel's bucket (the provider's rate is never exceeded)
+//   Send():  ok                            -> recorded as sent, acked
+//            retryable, attempts left      -> to herald.retry.<channel>.<tier> with attempt + 1
+//            retryable, none left; permanent; invalid contact (removed from preferences first)
+//                                          -> the next channel of the job's fallback chain,
+//                                             else herald.dlq with x-herald-* headers
+// The job is acked only after whatever replaces it (retry, fallback, dead letter) is confirmed
+// by the broker, so a crash at any point redelivers rather than loses it.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <thread>
+
+#include "broker/consumer.h"
+#include "broker/publisher.h"
+#include "channels/channel.h"
+#include "core/config.h"
+#include "core/token_bucket.h"
+#include "store/store.h"
+
+namespace herald {
+
+// The backoff before attempt `failed_attempt + 1`: tiers[failed_attempt - 1] (the last tier once
+// they run out); with a provider's Retry-After, the smallest tier not shorter than it (else the
+// longest).
+Millis RetryDelay(const std::vector<Millis>& tiers, long long failed_attempt, std::optional<Millis> retry_after);
+
+class ChannelWorker {
+ public:
+  // Everything passed must outlive the worker.
+  ChannelWorker(const Config& config, std::string channel, Channel& impl, Store& store, broker::Publisher& publisher,
+                const Clock& clock);
+  ~ChannelWorker();
+
+  void Start();
+  // Stops taking jobs, finishes those in hand (up to `grace`), then stops the pool.
+  void Stop(Millis grace);
+  bool Consuming() const { return consumer_->Consuming(); }
+
+ private:
+  void Work();
+  void Process(broker::Delivery& d);
+  void Settle(const broker::DeliveryRef& ref, const Status& s);
+  void Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r);
+  void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error);
+  void RemoveContact(const DeliveryJob& job);
+
+  const Config& config_;
+  const std::string channel_;
+  Channel& impl_;
+  Store& store_;
+  broker::Publisher& publisher_;
+  const Clock& clock_;
+  const ChannelConfig& channel_config_;
+  TokenBucket bucket_;
+  std::unique_ptr<broker::Consumer> consumer_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<broker::Delivery> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> pool_;
+};
+
+// Drains herald.dlq into the store's dead-letter table, acking each message only once its row
+// is written.
+class DeadLetterDrain {
+ public:
+  DeadLetterDrain(const Config& config, Store& store, const Clock& clock);
+  void Start();
+  void Stop(Millis grace);
+  bool Consuming() const { return consumer_->Consuming(); }
+
+ private:
+  Store& store_;
+  const Clock& clock_;
+  std::unique_ptr<broker::Consumer> consumer_;
+};
+
+}  // namespace herald
