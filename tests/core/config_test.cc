@@ -139,3 +139,17 @@ event_types:
              Contains("templates.email: email is not in channels"));
   CHECK_THAT(LoadError("event_types:\n  a.b: {}\n"), Contains("channels: name at least one channel"));
 }
+
+TEST_CASE("Config: channel settings are typed per channel; unknown keys are refused") {
+  Config c = LoadConfigText("channels:\n  webhook: { rate: 30, burst: 5, secret: s3cret, timeout: 2s }\n", "x",
+                            {"HERALD_CHANNELS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true", "HERALD_CHANNELS_EMAIL_RATE=10"});
+  CHECK(c.channels.at("webhook").rate == 30);
+  CHECK(c.channels.at("webhook").burst == 5);
+  CHECK(c.channels.at("email").rate == 10);
+  REQUIRE(c.channels.at("webhook").settings);
+  CHECK_THAT(LoadError("channels:\n  webhook: { secrets: x }\n"),
+             Contains("herald.yaml:2") && Contains("unknown key channels.webhook.secrets") && Contains("secret"));
+  CHECK_THAT(LoadError("channels:\n  in_app: { secret: x }\n"), Contains("unknown key channels.in_app.secret"));
+  CHECK_THAT(LoadError("channels:\n  webhook: { timeout: forever }\n"), Contains("channels.webhook.timeout: must be a duration"));
+  CHECK_THAT(LoadError("", {"HERALD_CHANNELS_WEBHOOK_RATE=-1"}), Contains("channels.webhook.rate: must be between 0"));
+}

@@ -1,7 +1,10 @@
 #include "tests/support/test_env.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -274,6 +277,42 @@ int PikaPublish(const std::string& url, const std::string& exchange, const std::
   std::string body_file = TempFile("pika-body", body);
   return Run({"/usr/bin/python3", SourceDir() + "/tests/support/pika_publish.py", url, exchange, key, body_file}, {},
              output);
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+WebhookServer::WebhookServer(const std::string& hooks_json) : port_(FreePort()) {
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/webhook", "-hooks", TempFile("hooks.json", hooks_json), "-ip", "127.0.0.1",
+                               "-port", std::to_string(port_), "-verbose"},
+      std::vector<std::string>{}, "webhook-server");
+  bool up = WaitFor([&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return ok;
+  }, 10s);
+  INFO(process_->Output());
+  REQUIRE(up);
+}
+
+std::string WebhookServer::Url(const std::string& hook) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/hooks/" + hook;
 }
 
 std::string TempFile(const std::string& name, const std::string& text) {

@@ -95,6 +95,21 @@ int Run(const std::vector<std::string>& argv, const std::vector<std::string>& ex
 int PikaPublish(const std::string& url, const std::string& exchange, const std::string& key,
                 const std::string& body, std::string* output = nullptr);
 
+// A loopback TCP port that was free a moment ago.
+int FreePort();
+
+// Debian's `webhook` server on 127.0.0.1 with `hooks_json`; ended by PID with the object.
+class WebhookServer {
+ public:
+  explicit WebhookServer(const std::string& hooks_json);
+  int port() const { return port_; }
+  std::string Url(const std::string& hook) const;
+
+ private:
+  int port_;
+  std::unique_ptr<Process> process_;
+};
+
 // Writes `text` to a fresh temporary file and returns its path.
 std::string TempFile(const std::string& name, const std::string& text);
 

@@ -3,12 +3,14 @@
 // fallback, dead letters, rate, idempotency), not about a provider.
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <fstream>
 #include <atomic>
 #include <mutex>
 
 #include "broker/options.h"
 #include "broker/topology.h"
 #include "channels/in_app/in_app.h"
+#include "channels/webhook/webhook.h"
 #include "engine/notification_engine.h"
 #include "tests/support/test_env.h"
 #include "workers/worker.h"
@@ -257,4 +259,102 @@ TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub on
   REQUIRE(h.store->ListInbox("u-1", 0, 10, inbox).ok());
   CHECK(inbox.size() == 1);
   CHECK(heard == 1);
+}
+
+namespace {
+
+// A hook that checks our signature and records each accepted request's Idempotency-Key.
+json SignedHook(const std::string& id, const std::string& log, const json& extra_rule, int mismatch_code,
+                bool slow = false) {
+  json rule = {{"match", {{"type", "payload-hmac-sha256"}, {"secret", "worker-secret"},
+                          {"parameter", {{"source", "header"}, {"name", "X-Herald-Signature"}}}}}};
+  if (!extra_rule.is_null()) rule = {{"and", json::array({rule, extra_rule})}};
+  return {{"id", id},
+          {"execute-command", "/bin/sh"},
+          {"pass-arguments-to-command",
+           json::array({{{"source", "string"}, {"name", "-c"}},
+                        {{"source", "string"}, {"name", std::string(slow ? "sleep 3; " : "") + "echo \"$1\" >> " + log}},
+                        {{"source", "string"}, {"name", "sh"}},
+                        {{"source", "header"}, {"name", "Idempotency-Key"}}})},
+          {"include-command-output-in-response", slow},
+          {"trigger-rule", rule},
+          {"trigger-rule-mismatch-http-response-code", mismatch_code}};
+}
+
+size_t Lines(const std::string& file) {
+  std::ifstream in(file);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(in, line)) n += !line.empty();
+  return n;
+}
+
+WebhookConfig HookConfig(Millis timeout = Millis(5000)) {
+  WebhookConfig c;
+  c.secret = "worker-secret";
+  c.allow_private_targets = true;  // the test server is on loopback
+  c.timeout = timeout;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("Worker + webhook server: a 503 is retried and the job delivered once") {
+  const std::string log = TempFile("503.log", "");
+  // Attempt 1 is refused with 503; the retry (attempt 2) passes.
+  json not_first = {{"not", {{"match", {{"type", "value"}, {"value", "1"},
+                                        {"parameter", {{"source", "payload"}, {"name", "attempt"}}}}}}}};
+  WebhookServer server(json::array({SignedHook("flaky", log, not_first, 503)}).dump());
+  Harness h("worker-hook-503", {Millis(300)});
+  WebhookChannel channel(HookConfig());
+  auto w = h.Worker("webhook", channel);
+  json job = Job("webhook", "u-1");
+  job["contact"]["url"] = server.Url("flaky");
+  h.PublishJob("webhook", job);
+  bool sent = false;
+  REQUIRE(WaitFor([&] { return h.store->WasSent(job["delivery_id"], sent).ok() && sent; }, 20s));
+  CHECK(Lines(log) == 1);
+  Peek peek(h.vhost.url());
+  CHECK(peek.Depth("herald.dlq") == 0);
+}
+
+TEST_CASE("Worker + webhook server: a permanent 4xx is dead-lettered with the server's answer") {
+  const std::string log = TempFile("400.log", "");
+  json never = {{"match", {{"type", "value"}, {"value", "never"}, {"parameter", {{"source", "payload"}, {"name", "user_id"}}}}}};
+  WebhookServer server(json::array({SignedHook("refuses", log, never, 400)}).dump());
+  Harness h("worker-hook-400");
+  WebhookChannel channel(HookConfig());
+  auto w = h.Worker("webhook", channel);
+  DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
+  drain.Start();
+  json job = Job("webhook", "u-1");
+  job["contact"]["url"] = server.Url("refuses");
+  h.PublishJob("webhook", job);
+  std::vector<DeadLetter> rows;
+  REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 20s));
+  CHECK(rows[0].reason == "permanent");
+  CHECK_THAT(rows[0].error, Catch::Matchers::StartsWith("HTTP 400"));
+  CHECK(rows[0].attempts == 1);
+  CHECK(Lines(log) == 0);
+  drain.Stop(1s);
+}
+
+TEST_CASE("Worker + webhook server: a hook slower than the timeout is retried until attempts run out") {
+  const std::string log = TempFile("slow.log", "");
+  WebhookServer server(json::array({SignedHook("slow", log, nullptr, 500, /*slow=*/true)}).dump());
+  Harness h("worker-hook-slow", {Millis(200)});
+  h.config.retry.max_attempts = 2;
+  WebhookChannel channel(HookConfig(Millis(1000)));
+  auto w = h.Worker("webhook", channel);
+  DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
+  drain.Start();
+  json job = Job("webhook", "u-1");
+  job["contact"]["url"] = server.Url("slow");
+  h.PublishJob("webhook", job);
+  std::vector<DeadLetter> rows;
+  REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 30s));
+  CHECK(rows[0].reason == "attempts_exhausted");
+  CHECK(rows[0].attempts == 2);
+  CHECK_THAT(rows[0].error, Catch::Matchers::Contains("imeout") || Catch::Matchers::Contains("timed out"));
+  drain.Stop(1s);
 }

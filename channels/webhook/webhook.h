@@ -1,0 +1,79 @@
+// The webhook channel: POSTs each delivery as signed JSON to the URL the user registered
+// (job.contact["url"]).
+//
+// What a receiver gets:
+//   POST <url>
+//   Content-Type: application/json
+//   X-Herald-Signature: sha256=<hex HMAC-SHA256(channels.webhook.secret, exact body bytes)>
+//   Idempotency-Key: <delivery_id>      (also X-Herald-Delivery; the same on every repeat)
+//   X-Herald-Event-Type: <event type>
+//   {"delivery_id":…,"notification_id":…,"user_id":…,"event":{…},"content":{…},"data":{…},"attempt":N}
+//
+// Results: 2xx ok; 408, 429, 5xx, timeouts and connection errors retryable (Retry-After
+// honoured); 410 invalid_contact (the endpoint is gone); 3xx (redirects are not followed) and
+// other 4xx permanent.
+//
+// Users choose the URL, so it must not become a way into Herald's own network (SSRF): unless
+// allow_private_targets, every address the host resolves to must be public, and the connection
+// is pinned to the addresses that were checked.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "channels/channel.h"
+#include "core/status.h"
+#include "core/time.h"
+
+struct sockaddr;
+
+namespace herald {
+
+struct WebhookConfig {
+  std::string secret;             // HMAC-SHA256 key of X-Herald-Signature; required
+  Millis timeout{10000};          // the whole request: name resolution, connect, send, response
+  Millis connect_timeout{3000};   // name resolution and TCP (and TLS) connect
+  bool allow_private_targets = false;  // allow loopback, private, link-local, … targets
+  std::string user_agent = "Herald/0.1";
+};
+
+// Invalid naming the key (channels.webhook.<key>) of the first unusable setting.
+Status ValidateWebhookConfig(const WebhookConfig& config);
+
+class WebhookChannel final : public Channel {
+ public:
+  explicit WebhookChannel(WebhookConfig config);
+
+  // Thread-safe: each thread uses its own curl handle, kept for connection reuse.
+  SendResult Send(const DeliveryJob& job) override;
+
+ private:
+  WebhookConfig config_;
+  Status usable_;      // ValidateWebhookConfig and curl's global initialisation
+  std::uint64_t id_;   // tells a thread's curl handle which channel configured it
+};
+
+// The building blocks, public so tests can check them without a network.
+
+// The request body: compact JSON, members in the order of the header comment above.
+std::string WebhookBody(const DeliveryJob& job);
+
+// Lower-case hex HMAC-SHA256 of `data` under `key` (empty on an OpenSSL failure).
+std::string HmacSha256Hex(std::string_view key, std::string_view data);
+
+// Why a webhook must not connect to `addr` (an AF_INET or AF_INET6 sockaddr), e.g.
+// "loopback (127.0.0.0/8)", or nullptr if it is a public unicast address. IPv4 addresses
+// embedded in IPv6 (mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, 6to4 2002::/16) are judged as IPv4.
+const char* NonPublicAddressReason(const sockaddr* addr);
+bool IsPublicAddress(const sockaddr* addr);
+// The same for a numeric address ("203.0.113.9", "::ffff:127.0.0.1"); false if it is not one.
+bool IsPublicAddress(std::string_view numeric_address);
+
+// A Retry-After value (RFC 9110 10.2.3) as a delay from `now`: delta-seconds or an HTTP-date
+// (IMF-fixdate, or the obsolete RFC 850 and asctime forms); a date in the past gives 0.
+// nullopt for anything else.
+std::optional<Millis> ParseRetryAfter(std::string_view value, SystemTime now);
+
+}  // namespace herald
