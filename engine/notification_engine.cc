@@ -194,6 +194,14 @@ void NotificationEngine::MaybePurge(SystemTime now) {
   }
   Purged().Inc(static_cast<double>(purged));
   if (purged) spdlog::debug("engine: purged {} expired event id(s)", purged);
+  // A job can be redelivered only while its event is still remembered, and retries end long
+  // before twice that window: sent records older than that are no longer needed.
+  size_t sent = 0;
+  if (Status s = store_.PurgeSent(now - 2 * config_.events.dedup_window, sent); !s.ok()) {
+    spdlog::warn("engine: purging old sent-delivery records failed: {}", s.message());
+  } else if (sent) {
+    spdlog::debug("engine: purged {} old sent-delivery record(s)", sent);
+  }
 }
 
 void NotificationEngine::Process(Event& event, Done done) {

@@ -55,6 +55,8 @@ const char* const kMigrations[] = {
     " dead_at INTEGER NOT NULL, job TEXT NOT NULL, headers TEXT NOT NULL);"
     "CREATE INDEX dead_letters_channel ON dead_letters (channel, id);"
     "CREATE INDEX dead_letters_dead_at ON dead_letters (dead_at)",
+    // 9: sent records are purged by age.
+    "CREATE INDEX sent_deliveries_at ON sent_deliveries (sent_at)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -484,6 +486,29 @@ class SqliteStore final : public Store {
       int n = sqlite3_changes(db_);
       purged += static_cast<size_t>(n);
       if (n < kPurgeChunk) return Status::Ok();
+    }
+  }
+
+  Status PurgeSent(SystemTime before, size_t& purged) override {
+    purged = 0;
+    const int64_t before_ms = ToMillis(before);
+    for (;;) {
+      // Chunked like PurgeDedup, so other threads get the connection in between.
+      std::lock_guard lock(mu_);
+      sqlite3_stmt* raw = nullptr;
+      if (sqlite3_prepare_v2(db_,
+                             "DELETE FROM sent_deliveries WHERE delivery_id IN (SELECT delivery_id FROM sent_deliveries "
+                             "WHERE sent_at < ?1 LIMIT 10000)",
+                             -1, &raw, nullptr) != SQLITE_OK) {
+        return Error("PurgeSent");
+      }
+      sqlite3_bind_int64(raw, 1, before_ms);
+      int rc = sqlite3_step(raw);
+      sqlite3_finalize(raw);
+      if (rc != SQLITE_DONE) return Error("PurgeSent");
+      int n = sqlite3_changes(db_);
+      purged += static_cast<size_t>(n);
+      if (n < 10000) return Status::Ok();
     }
   }
 

@@ -128,6 +128,8 @@ class Store {
   virtual Status WasSent(const std::string& delivery_id, bool& sent) = 0;
   // Idempotent; the first record stays.
   virtual Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) = 0;
+  // Deletes records sent before `before` (no redelivery of their jobs can still arrive).
+  virtual Status PurgeSent(SystemTime before, size_t& purged) = 0;
 
   // ---- dead letters ----
   // Inserts, or replaces the row with the same delivery id (the latest failure wins); fills id.

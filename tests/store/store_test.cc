@@ -17,7 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 8;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 9;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -918,4 +918,22 @@ TEST_CASE("Store: the inbox, sent deliveries and dead letters survive closing an
   size_t count;
   REQUIRE(store->CountDeadLetters(count).ok());
   CHECK(count == 1);
+}
+
+TEST_CASE("Store: sent-delivery records are purged by age", "[store]") {
+  std::string dir = "/tmp/herald-test-" + std::to_string(::getpid()) + "-purge-sent";
+  std::unique_ptr<Store> store;
+  REQUIRE(OpenStore("sqlite://" + dir + "/herald.db", store).ok());
+  const SystemTime t0 = *ParseRfc3339("2026-11-22T10:00:00Z");
+  REQUIRE(store->RecordSent("d-old", "email", t0).ok());
+  REQUIRE(store->RecordSent("d-new", "email", t0 + std::chrono::hours(2)).ok());
+  size_t purged = 0;
+  REQUIRE(store->PurgeSent(t0 + std::chrono::hours(1), purged).ok());
+  CHECK(purged == 1);
+  bool sent = true;
+  REQUIRE(store->WasSent("d-old", sent).ok());
+  CHECK_FALSE(sent);
+  REQUIRE(store->WasSent("d-new", sent).ok());
+  CHECK(sent);
+  std::filesystem::remove_all(dir);
 }
