@@ -11,7 +11,7 @@ PACKAGES=(
   libfmt-dev catch2 libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libmstch-dev libboost-dev
   libhowardhinnant-date-dev tzdata
   # broker and tools the tests drive
-  rabbitmq-server amqp-tools python3-pika curl procps webhook
+  rabbitmq-server amqp-tools python3-pika curl procps webhook python3-aiosmtpd openssl
 )
 
 missing=()
