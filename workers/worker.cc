@@ -77,6 +77,9 @@ void ChannelWorker::Stop(Millis grace) {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    // What was not started by now went back to the queue with the consumer's connection:
+    // sending it here would only make a repeat.
+    queue_.clear();
   }
   cv_.notify_all();
   for (std::thread& t : pool_) t.join();
@@ -276,6 +279,9 @@ DeadLetterDrain::DeadLetterDrain(const Config& config, Store& store, const Clock
     broker::DeliveryRef ref{d.tag, d.generation};
     if (Status s = store_.PutDeadLetter(letter); !s.ok()) {
       spdlog::error("dead letters: cannot store {} ({}); it stays on herald.dlq", letter.delivery_id, s.message());
+      // A store that fails now likely fails at once again: pause before the message comes back,
+      // rather than spinning (heartbeats allow far longer than this).
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       consumer_->Reject(ref, /*requeue=*/true);
       return;
     }
