@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "channels/email/email.h"
 #include "channels/in_app/in_app.h"
 #include "channels/webhook/webhook.h"
 
@@ -9,6 +10,25 @@ namespace herald {
 namespace {
 
 std::shared_ptr<const void> NoSettings(ConfigSection&) { return nullptr; }
+
+std::shared_ptr<const void> BindEmail(ConfigSection& s) {
+  auto c = std::make_shared<EmailConfig>();
+  long long port = c->port;
+  s.Str("host", c->host);
+  s.Int("port", port, 1, 65535);
+  c->port = static_cast<int>(port);
+  s.Str("tls", c->tls);
+  s.Str("username", c->username);
+  s.Str("password", c->password);
+  s.Str("from_address", c->from_address);
+  s.Str("from_name", c->from_name);
+  s.Str("list_unsubscribe", c->list_unsubscribe);
+  s.Duration("timeout", c->timeout, Millis(100), Millis(600000));
+  s.Duration("connect_timeout", c->connect_timeout, Millis(100), Millis(120000));
+  s.Str("ca_file", c->ca_file);
+  s.Bool("verify_peer", c->verify_peer);
+  return c;
+}
 
 std::shared_ptr<const void> BindWebhook(ConfigSection& s) {
   auto c = std::make_shared<WebhookConfig>();
@@ -24,7 +44,13 @@ std::shared_ptr<const void> BindWebhook(ConfigSection& s) {
 
 const std::vector<ChannelSpec>& ChannelRegistry() {
   static const std::vector<ChannelSpec> kChannels = {
-      {"email", NoSettings, nullptr},  // SMTP provider: next issue
+      {"email", BindEmail,
+       [](const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
+         const auto& c = *static_cast<const EmailConfig*>(cc.settings.get());
+         if (Status s = ValidateEmailConfig(c); !s.ok()) return s;
+         out = std::make_unique<EmailChannel>(c);
+         return Status::Ok();
+       }},
       {"in_app", NoSettings,
        [](const ChannelConfig&, const ChannelContext& ctx, std::unique_ptr<Channel>& out) {
          out = std::make_unique<InAppChannel>(*ctx.store, *ctx.hub, *ctx.clock);

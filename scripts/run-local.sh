@@ -17,10 +17,21 @@ if [ -f "$state/rabbitmq.pid" ] && kill -0 "$(cat "$state/rabbitmq.pid")" 2>/dev
 else
   bash scripts/broker.sh start "$state" "$port"
 fi
-stop_broker() { bash "$root/scripts/broker.sh" stop "$state" || true; }
-trap stop_broker EXIT
+# A local SMTP server (aiosmtpd) that accepts every message into a Maildir, so e-mail jobs are
+# really delivered somewhere you can read: .run/mail/new/.
+smtp_port=${HERALD_LOCAL_SMTP_PORT:-2525}
+mkdir -p "$root/.run"
+/usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$root/.run/mail" \
+  >"$root/.run/smtp.log" 2>&1 &
+smtp_pid=$!
+stop_all() {
+  kill "$smtp_pid" 2>/dev/null || true
+  bash "$root/scripts/broker.sh" stop "$state" || true
+}
+trap stop_all EXIT
 
 export HERALD_BROKER_URL=${HERALD_BROKER_URL:-amqp://guest:guest@127.0.0.1:$port/}
+export HERALD_CHANNELS_EMAIL_PORT=${HERALD_CHANNELS_EMAIL_PORT:-$smtp_port}
 cat <<MSG
 
 Herald is starting (config/herald.yaml, broker $HERALD_BROKER_URL).
@@ -29,7 +40,11 @@ In another terminal, publish an event:
   cd $root
   HERALD_BROKER_URL=$HERALD_BROKER_URL build/herald publish --type billing.invoice.paid --to u-1,u-2 --var amount="12.00 EUR"
 
-or from any AMQP client: publish CloudEvents JSON to exchange herald.events with the event type
+Give a user an e-mail address first, and the mail lands in .run/mail/new/:
+
+  echo '{"contacts":{"email":"ada@example.org"}}' | build/herald prefs set u-1
+
+Or publish from any AMQP client: CloudEvents JSON to exchange herald.events with the event type
 as routing key. Invalid events go to queue herald.events.invalid with header x-herald-reason.
 Broker UI: http://127.0.0.1:$((port + 1))/ (guest/guest). Ctrl-C stops Herald and the broker.
 

@@ -13,6 +13,7 @@
 #include "channels/webhook/webhook.h"
 #include "engine/notification_engine.h"
 #include "tests/support/test_env.h"
+#include "tests/support/worker_harness.h"
 #include "workers/worker.h"
 
 using namespace herald;
@@ -48,38 +49,6 @@ class ScriptedChannel final : public Channel {
   std::vector<Call> calls_;
 };
 
-struct Harness {
-  explicit Harness(const std::string& name, std::vector<Millis> tiers = {Millis(300), Millis(600)}) : vhost(name) {
-    config = vhost.MakeConfig();
-    config.retry.tiers = std::move(tiers);
-    config.retry.max_attempts = 3;
-    dir = "/tmp/herald-test-" + std::to_string(::getpid()) + "-" + name;
-    REQUIRE(OpenStore("sqlite://" + dir + "/herald.db", store).ok());
-    publisher = std::make_unique<broker::Publisher>(broker::PublisherOptionsFor(config, "worker test"));
-    publisher->Start();
-    broker::Connection c(broker::ConnectOptionsFor(config, "declare"));
-    REQUIRE(c.Open().ok());
-    REQUIRE(broker::DeclareTopology(c, broker::TopologySpec::FromConfig(config)).ok());
-  }
-  std::unique_ptr<ChannelWorker> Worker(const std::string& channel, Channel& impl) {
-    auto w = std::make_unique<ChannelWorker>(config, channel, impl, *store, *publisher, SystemClock::Instance());
-    w->Start();
-    REQUIRE(WaitFor([&] { return w->Consuming(); }, 15s));
-    return w;
-  }
-  void PublishJob(const std::string& channel, const json& job) {
-    REQUIRE(publisher->PublishAndWait({broker::kDeliverExchange, channel, job.dump(), json::object(), "application/json",
-                                       job.value("delivery_id", ""), true, true},
-                                      10s)
-                .ok());
-  }
-  Vhost vhost;
-  Config config;
-  std::string dir;
-  std::unique_ptr<Store> store;
-  std::unique_ptr<broker::Publisher> publisher;
-};
-
 json Job(const std::string& channel, const std::string& user, json fallback = json::array()) {
   const std::string id = DeliveryId("evt-w", user, channel);
   return {{"v", 1},           {"delivery_id", id},
@@ -96,7 +65,7 @@ double Seconds(Steady::duration d) { return std::chrono::duration<double>(d).cou
 }  // namespace
 
 TEST_CASE("Worker: retryable failures wait for the configured tiers, then the job is sent once") {
-  Harness h("worker-retry", {Millis(300), Millis(900)});
+  WorkerHarness h("worker-retry", {Millis(300), Millis(900)});
   ScriptedChannel ch({SendResult::Retryable("HTTP 503"), SendResult::Retryable("HTTP 503")});
   auto w = h.Worker("webhook", ch);
   h.PublishJob("webhook", Job("webhook", "u-1"));
@@ -127,7 +96,7 @@ TEST_CASE("Worker: a Retry-After picks the smallest tier not shorter than it") {
 }
 
 TEST_CASE("Worker: a permanent failure goes to the next channel of the fallback chain") {
-  Harness h("worker-fallback");
+  WorkerHarness h("worker-fallback");
   ScriptedChannel ch({}, SendResult::Permanent("HTTP 400: bad token"));
   auto w = h.Worker("push", ch);
   json fallback = json::array({{{"channel", "email"}, {"delivery_id", DeliveryId("evt-w", "u-1", "email")},
@@ -151,7 +120,7 @@ TEST_CASE("Worker: a permanent failure goes to the next channel of the fallback 
 }
 
 TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with the x-herald headers, then stored") {
-  Harness h("worker-dlq", {Millis(200)});
+  WorkerHarness h("worker-dlq", {Millis(200)});
   ScriptedChannel ch({}, SendResult::Retryable("HTTP 503: maintenance"));
   auto w = h.Worker("webhook", ch);
   DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
@@ -178,7 +147,7 @@ TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with th
 }
 
 TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
-  Harness h("worker-idem");
+  WorkerHarness h("worker-idem");
   ScriptedChannel ch({});
   json job = Job("webhook", "u-1");
   REQUIRE(h.store->RecordSent(job["delivery_id"], "webhook", SystemClock::Instance().Now()).ok());
@@ -194,7 +163,7 @@ TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
 }
 
 TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above 30 + burst in a second") {
-  Harness h("worker-rate");
+  WorkerHarness h("worker-rate");
   h.config.channels["webhook"].rate = 30;
   h.config.channels["webhook"].burst = 5;
   h.config.channels["webhook"].concurrency = 8;
@@ -216,7 +185,7 @@ TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above
 }
 
 TEST_CASE("Worker: an invalid contact is removed from the user's preferences, then the job is dead-lettered") {
-  Harness h("worker-contact");
+  WorkerHarness h("worker-contact");
   Preferences p = DefaultPreferences("u-1");
   p.contacts.webhook = "https://hooks.example.org/u-1";
   p.contacts.email = "a@example.org";
@@ -235,7 +204,7 @@ TEST_CASE("Worker: an invalid contact is removed from the user's preferences, th
 }
 
 TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub once") {
-  Harness h("worker-inapp");
+  WorkerHarness h("worker-inapp");
   InAppHub hub;
   std::atomic<int> heard{0};
   std::string title;
@@ -305,7 +274,7 @@ TEST_CASE("Worker + webhook server: a 503 is retried and the job delivered once"
   json not_first = {{"not", {{"match", {{"type", "value"}, {"value", "1"},
                                         {"parameter", {{"source", "payload"}, {"name", "attempt"}}}}}}}};
   WebhookServer server(json::array({SignedHook("flaky", log, not_first, 503)}).dump());
-  Harness h("worker-hook-503", {Millis(300)});
+  WorkerHarness h("worker-hook-503", {Millis(300)});
   WebhookChannel channel(HookConfig());
   auto w = h.Worker("webhook", channel);
   json job = Job("webhook", "u-1");
@@ -322,7 +291,7 @@ TEST_CASE("Worker + webhook server: a permanent 4xx is dead-lettered with the se
   const std::string log = TempFile("400.log", "");
   json never = {{"match", {{"type", "value"}, {"value", "never"}, {"parameter", {{"source", "payload"}, {"name", "user_id"}}}}}};
   WebhookServer server(json::array({SignedHook("refuses", log, never, 400)}).dump());
-  Harness h("worker-hook-400");
+  WorkerHarness h("worker-hook-400");
   WebhookChannel channel(HookConfig());
   auto w = h.Worker("webhook", channel);
   DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
@@ -342,7 +311,7 @@ TEST_CASE("Worker + webhook server: a permanent 4xx is dead-lettered with the se
 TEST_CASE("Worker + webhook server: a hook slower than the timeout is retried until attempts run out") {
   const std::string log = TempFile("slow.log", "");
   WebhookServer server(json::array({SignedHook("slow", log, nullptr, 500, /*slow=*/true)}).dump());
-  Harness h("worker-hook-slow", {Millis(200)});
+  WorkerHarness h("worker-hook-slow", {Millis(200)});
   h.config.retry.max_attempts = 2;
   WebhookChannel channel(HookConfig(Millis(1000)));
   auto w = h.Worker("webhook", channel);
