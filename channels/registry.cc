@@ -44,20 +44,20 @@ std::shared_ptr<const void> BindWebhook(ConfigSection& s) {
 
 const std::vector<ChannelSpec>& ChannelRegistry() {
   static const std::vector<ChannelSpec> kChannels = {
-      {"email", BindEmail,
+      {"email", 30, BindEmail,
        [](const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
          const auto& c = *static_cast<const EmailConfig*>(cc.settings.get());
          if (Status s = ValidateEmailConfig(c); !s.ok()) return s;
          out = std::make_unique<EmailChannel>(c);
          return Status::Ok();
        }},
-      {"in_app", NoSettings,
+      {"in_app", 0, NoSettings,
        [](const ChannelConfig&, const ChannelContext& ctx, std::unique_ptr<Channel>& out) {
          out = std::make_unique<InAppChannel>(*ctx.store, *ctx.hub, *ctx.clock);
          return Status::Ok();
        }},
-      {"push", NoSettings, nullptr},  // Web Push, FCM, APNs: a later issue
-      {"webhook", BindWebhook,
+      {"push", 0, NoSettings, nullptr},  // Web Push, FCM, APNs: a later issue
+      {"webhook", 0, BindWebhook,
        [](const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
          const auto& c = *static_cast<const WebhookConfig*>(cc.settings.get());
          if (Status s = ValidateWebhookConfig(c); !s.ok()) return s;
@@ -83,6 +83,12 @@ const std::vector<std::string>& KnownChannels() {
     return names;
   }();
   return kNames;
+}
+
+ChannelConfig ChannelDefaults(const std::string& channel) {
+  ChannelConfig c;
+  if (const ChannelSpec* spec = FindChannel(channel)) c.rate = spec->default_rate;
+  return c;
 }
 
 std::shared_ptr<const void> BindChannelSettings(const std::string& channel, ConfigSection& section) {

@@ -24,6 +24,7 @@ struct ChannelContext {
 
 struct ChannelSpec {
   std::string name;
+  long long default_rate = 0;  // requests/s when channels.<name>.rate is not set (0 = unlimited)
   // Binds the channel's own keys under channels.<name> (the generic ones are bound by core).
   std::function<std::shared_ptr<const void>(ConfigSection&)> bind;
   // Creates the channel; empty when this version has no provider for it yet (its jobs then wait

@@ -432,7 +432,7 @@ Config Bind(const YAML::Node& root, Loader& loader) {
   retry.DurationList("tiers", c.retry.tiers, 100ms, 24h);
   retry.Finish();
 
-  for (const std::string& name : KnownChannels()) c.channels[name] = ChannelConfig{};
+  for (const std::string& name : KnownChannels()) c.channels[name] = ChannelDefaults(name);
   Section channels = top.Child("channels");
   for (const std::string& name : KnownChannels()) {
     Section ch = channels.Child(name.c_str());

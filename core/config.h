@@ -74,6 +74,8 @@ struct ChannelConfig {
 
 // Binds `channels.<channel>`'s own keys; defined by the channel registry (channels/registry.cc).
 std::shared_ptr<const void> BindChannelSettings(const std::string& channel, ConfigSection& section);
+// The channel's defaults for the generic settings (a provider's usual rate limit, say).
+ChannelConfig ChannelDefaults(const std::string& channel);
 
 struct EngineConfig {
   long long workers = 2;               // threads deciding and fanning out events

@@ -146,6 +146,8 @@ TEST_CASE("Config: channel settings are typed per channel; unknown keys are refu
   CHECK(c.channels.at("webhook").rate == 30);
   CHECK(c.channels.at("webhook").burst == 5);
   CHECK(c.channels.at("email").rate == 10);
+  CHECK(LoadConfigText("{}", "x", {}).channels.at("email").rate == 30);  // a provider's usual limit
+  CHECK(LoadConfigText("{}", "x", {}).channels.at("webhook").rate == 0);
   REQUIRE(c.channels.at("webhook").settings);
   CHECK_THAT(LoadError("channels:\n  webhook: { secrets: x }\n"),
              Contains("herald.yaml:2") && Contains("unknown key channels.webhook.secrets") && Contains("secret"));
