@@ -91,6 +91,7 @@ int Run(int argc, char** argv) {
   std::vector<std::pair<std::string, std::unique_ptr<Channel>>> channels;
   if (roles.count("worker")) {
     ChannelContext ctx{store.get(), &hub, &clock};
+    std::string problems;
     for (const std::string& name : config.EnabledChannels()) {
       const ChannelSpec* spec = FindChannel(name);
       if (!spec || !spec->make) {
@@ -99,10 +100,14 @@ int Run(int argc, char** argv) {
       }
       std::unique_ptr<Channel> impl;
       if (Status s = spec->make(config.channels.at(name), ctx, impl); !s.ok()) {
-        std::cerr << "heraldd: configuration error:\n" << s.message() << "\n";
-        return 2;
+        problems += s.message() + " (or set channels." + name + ".enabled: false)\n";
+        continue;
       }
       channels.emplace_back(name, std::move(impl));
+    }
+    if (!problems.empty()) {
+      std::cerr << "heraldd: configuration error:\n" << problems;
+      return 2;
     }
   }
 

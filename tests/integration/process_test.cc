@@ -43,7 +43,9 @@ TEST_CASE("heraldd: configuration errors stop start-up with the key, the line an
       {"{}\n", {"HERALD_BROKER_QUEUE_TYPE=fast"}, {"HERALD_BROKER_QUEUE_TYPE", "must be one of quorum, classic"}},
       {"{}\n", {"HERALD_BROKR_URL=amqp://x/"}, {"HERALD_BROKR_URL: does not name a configuration key"}},
   };
-  cases.push_back({"channels:\n  webhook: { secret: \"\" }\n", {}, {"channels.webhook.secret: required"}});
+  cases.push_back({"channels:\n  webhook: { secret: \"\" }\n", {},
+                   {"channels.webhook.secret: required", "channels.email.from_address: required",
+                    "or set channels.email.enabled: false"}});
   for (const Case& c : cases) {
     INFO(c.yaml);
     std::string path = TempFile("herald.yaml", c.yaml);
