@@ -282,6 +282,9 @@ TEST_CASE("Worker + webhook server: a 503 is retried and the job delivered once"
   h.PublishJob("webhook", job);
   bool sent = false;
   REQUIRE(WaitFor([&] { return h.store->WasSent(job["delivery_id"], sent).ok() && sent; }, 20s));
+  // The server answers before it runs the recording command, so the line may lag a little.
+  CHECK(WaitFor([&] { return Lines(log) == 1; }, 5s));
+  std::this_thread::sleep_for(300ms);
   CHECK(Lines(log) == 1);
   Peek peek(h.vhost.url());
   CHECK(peek.Depth("herald.dlq") == 0);
