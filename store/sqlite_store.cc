@@ -56,7 +56,13 @@ const char* const kMigrations[] = {
     "CREATE INDEX dead_letters_channel ON dead_letters (channel, id);"
     "CREATE INDEX dead_letters_dead_at ON dead_letters (dead_at)",
     // 9: sent records are purged by age.
-    "CREATE INDEX sent_deliveries_at ON sent_deliveries (sent_at)"
+    "CREATE INDEX sent_deliveries_at ON sent_deliveries (sent_at)",
+    // 10: who replayed or purged dead letters, when, and which ones (`herald dlq audit`). Written
+    // by operators' commands only, so it stays small and needs no index beyond the id. IF NOT EXISTS:
+    // tests rebuild older schemas by dropping the tables they know of, which predate this one.
+    "CREATE TABLE IF NOT EXISTS dlq_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,"
+    " action TEXT NOT NULL CHECK (action IN ('replay', 'purge')), filter_json TEXT NOT NULL,"
+    " count INTEGER NOT NULL, dry_run INTEGER NOT NULL)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -101,6 +107,8 @@ enum Stmt {
   kGetDeadLetter,
   kDeleteDeadLetter,
   kCountDeadLetters,
+  kPutAudit,
+  kListAudit,
   kStmtCount
 };
 
@@ -184,6 +192,10 @@ std::string StmtSql(Stmt id) {
     case kGetDeadLetter: return std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE id = ?1";
     case kDeleteDeadLetter: return "DELETE FROM dead_letters WHERE id = ?1";
     case kCountDeadLetters: return "SELECT COUNT(*) FROM dead_letters";
+    case kPutAudit:
+      return "INSERT INTO dlq_audit (at, actor, action, filter_json, count, dry_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    case kListAudit:
+      return "SELECT id, at, actor, action, filter_json, count, dry_run FROM dlq_audit ORDER BY id DESC LIMIT ?1";
     case kStmtCount: break;
   }
   return "";
@@ -747,6 +759,49 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     Use q(stmts_[kCountDeadLetters]);
     return ReadCount(q, "CountDeadLetters", out);
+  }
+
+  // ---- dead-letter audit ----
+
+  Status PutAudit(AuditRecord& record) override {
+    if (record.action != "replay" && record.action != "purge") {
+      return Status::Invalid("audit: action: must be \"replay\" or \"purge\" (got \"" + record.action + "\")");
+    }
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPutAudit]);
+    if (!BindInt(q, 1, ToMillis(record.at)) || !BindText(q, 2, record.actor) || !BindText(q, 3, record.action) ||
+        !BindText(q, 4, record.filter_json) || !BindInt(q, 5, record.count) || !BindInt(q, 6, record.dry_run ? 1 : 0)) {
+      return Error("PutAudit");
+    }
+    if (Status s = Done(q, "PutAudit"); !s.ok()) return s;
+    record.id = sqlite3_last_insert_rowid(db_);
+    return Status::Ok();
+  }
+
+  Status ListAudit(size_t limit, std::vector<AuditRecord>& out) override {
+    out.clear();
+    if (limit == 0) return Status::Ok();
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kListAudit]);
+    if (!BindInt(q, 1, LimitArg(limit))) return Error("ListAudit");
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      sqlite3_stmt* st = q.get();
+      AuditRecord r;
+      r.id = sqlite3_column_int64(st, 0);
+      r.at = FromMillis(sqlite3_column_int64(st, 1));
+      r.actor = ColumnText(st, 2);
+      r.action = ColumnText(st, 3);
+      r.filter_json = ColumnText(st, 4);
+      r.count = sqlite3_column_int64(st, 5);
+      r.dry_run = sqlite3_column_int64(st, 6) != 0;
+      out.push_back(std::move(r));
+    }
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      return Error("ListAudit");
+    }
+    return Status::Ok();
   }
 
  private:

@@ -64,6 +64,17 @@ struct DeadLetterFilter {
   size_t limit = 100;
 };
 
+// One operator action on the dead letters (`herald dlq replay` or `purge`), kept for `herald dlq audit`.
+struct AuditRecord {
+  long long id = 0;  // assigned by the store
+  SystemTime at;
+  std::string actor;        // --actor, else $USER, else "unknown"
+  std::string action;       // "replay" or "purge"
+  std::string filter_json;  // the selection, as given on the command line
+  long long count = 0;      // rows replayed or deleted (or that would be, on a dry run)
+  bool dry_run = false;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -139,6 +150,12 @@ class Store {
   virtual Status GetDeadLetter(long long id, DeadLetter& out) = 0;  // NotFound
   virtual Status DeleteDeadLetter(long long id) = 0;               // idempotent
   virtual Status CountDeadLetters(size_t& out) = 0;
+
+  // ---- dead-letter audit ----
+  // Appends one record; fills record.id.
+  virtual Status PutAudit(AuditRecord& record) = 0;
+  // Newest first, at most `limit`.
+  virtual Status ListAudit(size_t limit, std::vector<AuditRecord>& out) = 0;
 };
 
 // Opens the store named by `url` (sqlite:///abs/path or sqlite://rel/path), creating the file,

@@ -17,7 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 9;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 10;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
