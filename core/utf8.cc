@@ -45,6 +45,26 @@ size_t Utf8Length(std::string_view s) {
   return count;
 }
 
+std::string ProviderText(std::string_view s, size_t max) {
+  bool truncated = s.size() > max;
+  s = s.substr(0, max);
+  std::string out;
+  while (!s.empty()) {
+    size_t bad = FindInvalidUtf8(s);
+    for (char c : s.substr(0, bad)) {
+      auto u = static_cast<unsigned char>(c);
+      out += (u < 0x20 || u == 0x7F) ? ' ' : c;
+    }
+    if (bad == std::string_view::npos) break;
+    if (truncated && s.size() - bad < 4) break;
+    out += '?';
+    s.remove_prefix(bad + 1);
+  }
+  size_t b = out.find_first_not_of(' ');
+  if (b == std::string::npos) return "";
+  return out.substr(b, out.find_last_not_of(' ') - b + 1);
+}
+
 bool HasControlChars(std::string_view s) {
   for (unsigned char c : s) {
     if (c < 0x20 || c == 0x7F) return true;

@@ -28,29 +28,7 @@ constexpr size_t kLineMax = 76;      // RFC 2045 (quoted-printable) and RFC 2047
 constexpr size_t kHardLineMax = 998;  // RFC 5322 2.1.1
 
 // ---------------------------------------------------------------------------------------------
-// Text from servers and jobs
-
-// Server text for an error message: at most `max` bytes of `s`, valid UTF-8 on one line (it
-// ends up in logs, traces and JSON dead letters). A character cut by the limit is dropped.
-std::string ProviderText(std::string_view s, size_t max) {
-  bool truncated = s.size() > max;
-  s = s.substr(0, max);
-  std::string out;
-  while (!s.empty()) {
-    size_t bad = FindInvalidUtf8(s);
-    for (char c : s.substr(0, bad)) {
-      auto u = static_cast<unsigned char>(c);
-      out += (u < 0x20 || u == 0x7F) ? ' ' : c;
-    }
-    if (bad == std::string_view::npos) break;
-    if (truncated && s.size() - bad < 4) break;
-    out += '?';
-    s.remove_prefix(bad + 1);
-  }
-  size_t b = out.find_first_not_of(' ');
-  if (b == std::string::npos) return "";
-  return out.substr(b, out.find_last_not_of(' ') - b + 1);
-}
+// Text from servers and jobs (ProviderText is in core/utf8.h)
 
 // Valid UTF-8: every invalid byte becomes U+FFFD.
 std::string ValidUtf8(std::string_view s) {

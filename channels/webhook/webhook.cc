@@ -32,29 +32,7 @@ constexpr size_t kErrorBodyBytes = 200;  // of a refusing provider's response, k
 constexpr const char* kPrivateKey = "channels.webhook.allow_private_targets";
 
 // ---------------------------------------------------------------------------------------------
-// Text from providers and jobs
-
-// Provider text for an error message: at most `max` bytes of `s`, valid UTF-8 on one line (it
-// ends up in logs, traces and JSON dead letters). A character cut by the limit is dropped.
-std::string ProviderText(std::string_view s, size_t max) {
-  bool truncated = s.size() > max;
-  s = s.substr(0, max);
-  std::string out;
-  while (!s.empty()) {
-    size_t bad = FindInvalidUtf8(s);
-    for (char c : s.substr(0, bad)) {
-      auto u = static_cast<unsigned char>(c);
-      out += (u < 0x20 || u == 0x7F) ? ' ' : c;
-    }
-    if (bad == std::string_view::npos) break;
-    if (truncated && s.size() - bad < 4) break;
-    out += '?';
-    s.remove_prefix(bad + 1);
-  }
-  size_t b = out.find_first_not_of(' ');
-  if (b == std::string::npos) return "";
-  return out.substr(b, out.find_last_not_of(' ') - b + 1);
-}
+// Text from providers and jobs (ProviderText is in core/utf8.h)
 
 // A header value from job data: control characters (CR, LF above all) would let a job inject
 // headers, so they are dropped. Ids are deterministic, so a repeat sends the same value.
