@@ -15,6 +15,7 @@
 #include <mutex>
 #include <vector>
 
+#include "channels/curl_slist.h"
 #include "core/utf8.h"
 
 namespace herald {
@@ -228,18 +229,6 @@ CURL* HandleFor(std::uint64_t owner) {
   return t_handle.curl;
 }
 
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
-
-bool Append(Slist& list, const std::string& line) {
-  curl_slist* next = curl_slist_append(list.get(), line.c_str());
-  if (!next) return false;
-  (void)list.release();
-  list.reset(next);
-  return true;
-}
 
 struct Upload {
   std::string_view rest;
@@ -694,7 +683,7 @@ SendResult EmailChannel::Send(const DeliveryJob& job) {
   url += config_.host.find(':') != std::string::npos ? "[" + config_.host + "]" : config_.host;
   url += ":" + std::to_string(config_.port);
   const std::string mail_from = "<" + config_.from_address + ">";
-  Slist rcpt;
+  CurlSlist rcpt;
   if (!Append(rcpt, "<" + to + ">")) return SendResult::Retryable("email channel: out of memory building the request");
   long use_ssl = config_.tls == "none"       ? CURLUSESSL_NONE
                  : config_.tls == "starttls" ? CURLUSESSL_TRY

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/json_writer.h"
+#include "channels/curl_slist.h"
 #include "core/utf8.h"
 
 namespace herald {
@@ -303,18 +304,6 @@ CURL* HandleFor(std::uint64_t owner) {
   return t_handle.curl;
 }
 
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
-
-bool Append(Slist& list, const std::string& line) {
-  curl_slist* next = curl_slist_append(list.get(), line.c_str());
-  if (!next) return false;
-  (void)list.release();
-  list.reset(next);
-  return true;
-}
 
 size_t KeepSnippet(char* data, size_t size, size_t n, void* user) {
   auto* out = static_cast<std::string*>(user);
@@ -611,8 +600,8 @@ SendResult WebhookChannel::Send(const DeliveryJob& job) {
   }
   const std::string delivery = HeaderValue(job.delivery_id);
 
-  Slist headers;
-  Slist resolve;
+  CurlSlist headers;
+  CurlSlist resolve;
   bool lists_ok = Append(headers, "Content-Type: application/json") &&
                   Append(headers, "X-Herald-Signature: sha256=" + signature) &&
                   Append(headers, "Idempotency-Key: " + delivery) && Append(headers, "X-Herald-Delivery: " + delivery) &&
