@@ -395,6 +395,32 @@ std::string CheckListen(const std::string& v) {
   return "";
 }
 
+void BindApiKey(const std::string& name, Section& k, Config& c) {
+  ApiKeyConfig key;
+  key.name = name;
+  bool name_ok = !name.empty() && name.size() <= 64;
+  for (char ch : name) name_ok = name_ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_');
+  if (!name_ok) k.Error("API key names must match [a-z0-9_]{1,64} (they name HERALD_API_KEYS_<NAME>_KEY)");
+  k.Str("key", key.key, [](const std::string& v) {
+    if (v.size() < 16) return std::string("must be at least 16 characters");
+    for (char ch : v) {
+      if (ch <= ' ' || ch == '.' || ch == 127) return std::string("must not contain spaces, dots or control characters");
+    }
+    return std::string();
+  });
+  k.StrList("scopes", key.scopes, [](const std::string& v) {
+    const auto& known = ApiScopes();
+    if (std::find(known.begin(), known.end(), v) != known.end()) return std::string();
+    return "unknown scope \"" + v + "\" (known: events:write, prefs:write, admin)";
+  });
+  if (key.key.empty()) k.Error("key is required");
+  if (key.scopes.empty()) k.Error("scopes: give at least one of events:write, prefs:write, admin");
+  for (const ApiKeyConfig& other : c.api.keys) {
+    if (!key.key.empty() && other.key == key.key) k.Error("the same key is also configured as \"" + other.name + "\"");
+  }
+  c.api.keys.push_back(std::move(key));
+}
+
 Config Bind(const YAML::Node& root, Loader& loader) {
   Config c;
   Section top(loader, root, "");
@@ -419,6 +445,16 @@ Config Bind(const YAML::Node& root, Loader& loader) {
 
   Section api = top.Child("api");
   api.Str("listen", c.api.listen, CheckListen);
+  api.Entries("keys", [&](const std::string& name, Section& k) { BindApiKey(name, k, c); });
+  api.Str("jwt_secret", c.api.jwt_secret, [](const std::string& v) {
+    return v.empty() || v.size() >= 32 ? "" : "must be at least 32 characters (or empty to refuse user tokens)";
+  });
+  api.Duration("jwt_leeway", c.api.jwt_leeway, 0s, 10min);
+  api.Int("max_body_bytes", c.api.max_body_bytes, 1024, 16 * 1024 * 1024);
+  api.Int("max_connections", c.api.max_connections, 16, 100000);
+  api.Duration("stream_keepalive", c.api.stream_keepalive, 1s, 10min);
+  api.Duration("publish_timeout", c.api.publish_timeout, 100ms, 5min);
+  api.Duration("request_timeout", c.api.request_timeout, 1s, 10min);
   api.Finish();
 
   Section events = top.Child("events");
@@ -519,6 +555,11 @@ std::vector<std::string> ProcessEnvironment() {
   std::vector<std::string> out;
   for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
   return out;
+}
+
+const std::vector<std::string>& ApiScopes() {
+  static const std::vector<std::string> kScopes = {"events:write", "prefs:write", "admin"};
+  return kScopes;
 }
 
 }  // namespace herald

@@ -31,9 +31,27 @@ struct StoreConfig {
   std::string url = "sqlite://var/herald.db";  // sqlite:///abs/path, sqlite://rel/path, postgresql://
 };
 
+// A service's API key (DESIGN.md: service keys with scopes).
+struct ApiKeyConfig {
+  std::string name;                 // who: shown in logs and audit records, never the key itself
+  std::string key;                  // the secret, at least 16 characters
+  std::vector<std::string> scopes;  // events:write, prefs:write, admin (admin allows everything)
+};
+
 struct ApiConfig {
   std::string listen = "127.0.0.1:8080";
+  std::vector<ApiKeyConfig> keys;
+  std::string jwt_secret;              // HS256 secret of end-user tokens; empty = user tokens refused
+  Millis jwt_leeway = 30s;             // clock skew allowed on exp and nbf
+  long long max_body_bytes = 65536;    // request bodies other than events (events.max_body_bytes)
+  long long max_connections = 4096;    // open connections (each live stream holds one)
+  Millis stream_keepalive = 15s;       // comment line on an idle stream, so dead clients are noticed
+  Millis publish_timeout = 5s;         // POST /v1/events waits this long for the broker's confirm
+  Millis request_timeout = 10s;        // reading a request / writing a response
 };
+
+// The scopes an API key may hold.
+const std::vector<std::string>& ApiScopes();
 
 struct EventsConfig {
   // DESIGN.md said 64 KiB, but 10,000 recipients (the allowed maximum) with ids of ~30 bytes

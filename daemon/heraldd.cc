@@ -4,8 +4,10 @@
 #include <cstdlib>
 #include <iostream>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
+#include "api/server.h"
 #include "broker/options.h"
 #include "broker/publisher.h"
 #include "broker/topology.h"
@@ -77,6 +79,11 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Every live stream holds a socket: allow as many descriptors as the system lets us.
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   std::unique_ptr<Store> store;
   if (Status s = OpenStore(config.store.url, store, KnownChannels()); !s.ok()) {
@@ -137,6 +144,27 @@ int Run(int argc, char** argv) {
   std::unique_ptr<Intake> intake;
   ControlListener control(config, prefs);
   control.Start();
+  std::unique_ptr<api::ApiServer> api_server;
+  if (roles.count("api")) {
+    api::ApiDeps deps;
+    deps.config = &config;
+    deps.store = store.get();
+    deps.publisher = &publisher;
+    deps.presence = &presence;
+    deps.hub = &hub;
+    deps.cache = &prefs;
+    deps.clock = &clock;
+    deps.local_in_app = roles.count("worker") && config.channels.at("in_app").enabled;
+    if (config.api.keys.empty()) spdlog::warn("api: no keys configured (api.keys): only user tokens and health routes work");
+    if (config.api.jwt_secret.empty()) spdlog::warn("api: api.jwt_secret is empty: user tokens are refused");
+    api_server = std::make_unique<api::ApiServer>(deps);
+    if (Status s = api_server->Start(); !s.ok()) {
+      spdlog::critical("{}", s.message());
+      control.Stop();
+      publisher.Stop(Millis(0));
+      return 1;
+    }
+  }
   if (roles.count("engine")) {
     engine = std::make_unique<NotificationEngine>(config, *store, prefs, presence, publisher, clock);
     engine->Start();
@@ -153,7 +181,6 @@ int Run(int argc, char** argv) {
     drain = std::make_unique<DeadLetterDrain>(config, *store, clock);
     drain->Start();
   }
-  if (roles.count("api")) spdlog::info("role api: nothing to run in this version yet");
 
   std::string role_list;
   for (const std::string& r : roles) role_list += (role_list.empty() ? "" : ",") + r;
@@ -164,7 +191,8 @@ int Run(int argc, char** argv) {
   sigwait(&signals, &sig);
   spdlog::info("received {}, finishing in-flight work (up to {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                FormatDuration(config.shutdown_grace));
-  // Consumers stop first so nothing new arrives, then the publisher drains its confirms.
+  // The API and the consumers stop first so nothing new arrives, then the publisher drains its confirms.
+  if (api_server) api_server->Stop();
   if (intake) intake->Stop(config.shutdown_grace);
   if (engine) engine->Stop();
   for (auto& w : workers) w->Stop(config.shutdown_grace);

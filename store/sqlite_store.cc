@@ -62,7 +62,12 @@ const char* const kMigrations[] = {
     // tests rebuild older schemas by dropping the tables they know of, which predate this one.
     "CREATE TABLE IF NOT EXISTS dlq_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,"
     " action TEXT NOT NULL CHECK (action IN ('replay', 'purge')), filter_json TEXT NOT NULL,"
-    " count INTEGER NOT NULL, dry_run INTEGER NOT NULL)"
+    " count INTEGER NOT NULL, dry_run INTEGER NOT NULL)",
+    // 11: every try of every delivery, for GET /v1/notifications/{nid}/trace.
+    "CREATE TABLE delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,"
+    " delivery_id TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,"
+    " error TEXT NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL);"
+    "CREATE INDEX delivery_attempts_notification ON delivery_attempts (notification_id, id)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -103,6 +108,8 @@ enum Stmt {
   kUnreadCount,
   kWasSent,
   kRecordSent,
+  kPutAttempt,
+  kListAttempts,
   kPutDeadLetter,
   kGetDeadLetter,
   kDeleteDeadLetter,
@@ -183,6 +190,12 @@ std::string StmtSql(Stmt id) {
     case kWasSent: return "SELECT 1 FROM sent_deliveries WHERE delivery_id = ?1";
     case kRecordSent:
       return "INSERT OR IGNORE INTO sent_deliveries (delivery_id, channel, sent_at) VALUES (?1, ?2, ?3)";
+    case kPutAttempt:
+      return "INSERT INTO delivery_attempts (notification_id, delivery_id, channel, attempt, outcome, error, at,"
+             " duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    case kListAttempts:
+      return "SELECT notification_id, delivery_id, channel, attempt, outcome, error, at, duration_ms"
+             " FROM delivery_attempts WHERE notification_id = ?1 ORDER BY id";
     case kPutDeadLetter:
       // REPLACE deletes the row with the same delivery id and inserts a new one, which takes the
       // next id: a replaced letter moves to the end, as if it had just arrived.
@@ -678,6 +691,54 @@ class SqliteStore final : public Store {
       return Error("RecordSent");
     }
     return Done(q, "RecordSent");
+  }
+
+  // ---- delivery attempts ----
+
+  Status RecordAttempt(const DeliveryAttempt& a) override {
+    if (a.delivery_id.empty()) return Status::Invalid("delivery attempt: delivery_id: must not be empty");
+    const bool sent = a.outcome == "sent";
+    std::lock_guard lock(mu_);
+    Transaction tx(*this);
+    if (sent) {
+      if (Status s = tx.Begin("RecordAttempt"); !s.ok()) return s;
+      Use q(stmts_[kRecordSent]);
+      if (!BindText(q, 1, a.delivery_id) || !BindText(q, 2, a.channel) || !BindInt(q, 3, ToMillis(a.at))) {
+        return Error("RecordAttempt");
+      }
+      if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+    }
+    {
+      Use q(stmts_[kPutAttempt]);
+      if (!BindText(q, 1, a.notification_id) || !BindText(q, 2, a.delivery_id) || !BindText(q, 3, a.channel) ||
+          !BindInt(q, 4, a.attempt) || !BindText(q, 5, a.outcome) || !BindText(q, 6, a.error) ||
+          !BindInt(q, 7, ToMillis(a.at)) || !BindInt(q, 8, a.duration_ms)) {
+        return Error("RecordAttempt");
+      }
+      if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+    }
+    return sent ? tx.Commit("RecordAttempt") : Status::Ok();
+  }
+
+  Status ListAttempts(const std::string& notification_id, std::vector<DeliveryAttempt>& out) override {
+    out.clear();
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kListAttempts]);
+    if (!BindText(q, 1, notification_id)) return Error("ListAttempts");
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      DeliveryAttempt a;
+      a.notification_id = ColumnText(q.get(), 0);
+      a.delivery_id = ColumnText(q.get(), 1);
+      a.channel = ColumnText(q.get(), 2);
+      a.attempt = sqlite3_column_int64(q.get(), 3);
+      a.outcome = ColumnText(q.get(), 4);
+      a.error = ColumnText(q.get(), 5);
+      a.at = FromMillis(sqlite3_column_int64(q.get(), 6));
+      a.duration_ms = sqlite3_column_int64(q.get(), 7);
+      out.push_back(std::move(a));
+    }
+    return rc == SQLITE_DONE ? Status::Ok() : Error("ListAttempts");
   }
 
   // ---- dead letters ----

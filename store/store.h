@@ -40,6 +40,18 @@ struct InboxEntry {
   std::optional<SystemTime> read_at;
 };
 
+// One try of one delivery, for the trace: what the worker did and what the provider said.
+struct DeliveryAttempt {
+  std::string notification_id;
+  std::string delivery_id;
+  std::string channel;
+  long long attempt = 1;
+  std::string outcome;  // sent, retried, fallback, dead (as herald_deliveries_total's outcome label)
+  std::string error;    // the provider's words; empty when sent
+  SystemTime at;
+  long long duration_ms = 0;  // the provider request
+};
+
 // A delivery that failed for good (permanent error or attempts exhausted, no fallback left).
 struct DeadLetter {
   long long id = 0;  // assigned by the store
@@ -141,6 +153,13 @@ class Store {
   virtual Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) = 0;
   // Deletes records sent before `before` (no redelivery of their jobs can still arrive).
   virtual Status PurgeSent(SystemTime before, size_t& purged) = 0;
+
+  // ---- delivery attempts (the trace's timeline) ----
+  // Appends one attempt. With outcome "sent" it also records the delivery as sent (RecordSent),
+  // in the same transaction: one write on the hot path.
+  virtual Status RecordAttempt(const DeliveryAttempt& attempt) = 0;
+  // The attempts of one notification's deliveries, oldest first.
+  virtual Status ListAttempts(const std::string& notification_id, std::vector<DeliveryAttempt>& out) = 0;
 
   // ---- dead letters ----
   // Inserts, or replaces the row with the same delivery id (the latest failure wins); fills id.

@@ -22,9 +22,15 @@ CounterFamily& RateWait() {
   return f;
 }
 
-CounterFamily& ProviderSeconds() {
-  static CounterFamily& f = Metrics::Global().Counters(
-      "herald_provider_request_seconds_total", "Time spent in provider requests.", {"channel"});
+HistogramFamily& ProviderSeconds() {
+  static HistogramFamily& f = Metrics::Global().Histograms(
+      "herald_provider_request_seconds", "Duration of provider requests, whatever their outcome.", {"channel"});
+  return f;
+}
+
+HistogramFamily& DeliveryLatency() {
+  static HistogramFamily& f = Metrics::Global().Histograms(
+      "herald_delivery_latency_seconds", "From the event's time to the provider accepting the delivery.", {"channel"});
   return f;
 }
 
@@ -125,24 +131,54 @@ void ChannelWorker::Process(broker::Delivery& d) {
 
   auto started = std::chrono::steady_clock::now();
   SendResult r = impl_.Send(job);
-  ProviderSeconds().With({channel_}).Inc(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  const auto took = std::chrono::steady_clock::now() - started;
+  ProviderSeconds().With({channel_}).Observe(std::chrono::duration<double>(took).count());
+  const long long took_ms = std::chrono::duration_cast<Millis>(took).count();
   switch (r.kind) {
-    case SendResult::Kind::kOk:
-      if (Status s = store_.RecordSent(job.delivery_id, channel_, clock_.Now()); !s.ok()) {
+    case SendResult::Kind::kOk: {
+      const SystemTime now = clock_.Now();
+      if (Status s = RecordAttempt(job, "sent", "", took_ms); !s.ok()) {
         spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,
                       job.delivery_id, s.message());
       }
       Deliveries().With({channel_, "sent"}).Inc();
+      if (auto event_time = ParseRfc3339(job.event.value("time", ""))) {
+        DeliveryLatency().With({channel_}).Observe(std::max(0.0, std::chrono::duration<double>(now - *event_time).count()));
+      }
       return consumer_->Ack({d.tag, d.generation});
+    }
     case SendResult::Kind::kRetryable:
-      if (job.attempt < config_.retry.max_attempts) return Retry(d, job, r);
-      return GiveUp(d, job, "attempts_exhausted", r.error);
+      if (job.attempt < config_.retry.max_attempts) {
+        RecordAttempt(job, "retried", r.error, took_ms);
+        return Retry(d, job, r);
+      }
+      return GiveUp(d, job, "attempts_exhausted", r.error, took_ms);
     case SendResult::Kind::kPermanent:
-      return GiveUp(d, job, "permanent", r.error);
+      return GiveUp(d, job, "permanent", r.error, took_ms);
     case SendResult::Kind::kInvalidContact:
       RemoveContact(job);
-      return GiveUp(d, job, "invalid_contact", r.error);
+      return GiveUp(d, job, "invalid_contact", r.error, took_ms);
   }
+}
+
+Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error,
+                                    long long took_ms) {
+  if (job.delivery_id.empty()) return Status::Ok();  // an unreadable job: nothing to attach it to
+  DeliveryAttempt a;
+  a.notification_id = job.notification_id;
+  a.delivery_id = job.delivery_id;
+  a.channel = channel_;
+  a.attempt = job.attempt;
+  a.outcome = outcome;
+  a.error = error;
+  a.at = clock_.Now();
+  a.duration_ms = took_ms;
+  Status s = store_.RecordAttempt(a);
+  if (!s.ok() && a.outcome != "sent") {
+    spdlog::warn("worker {}: attempt {} of {} not recorded for the trace: {}", channel_, job.attempt, job.delivery_id,
+                 s.message());
+  }
+  return s;
 }
 
 void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r) {
@@ -166,12 +202,15 @@ void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResul
   publisher_.Publish(std::move(m), [this, ref](const Status& s) { Settle(ref, s); });
 }
 
-void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error) {
+void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,
+                           long long took_ms) {
   broker::DeliveryRef ref{d.tag, d.generation};
+  const bool has_fallback = job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object();
+  RecordAttempt(job, has_fallback ? "fallback" : "dead", reason + ": " + error, took_ms);
   const std::string first_failed = job.raw.is_object() && job.raw.contains("first_failed_at")
                                        ? job.raw["first_failed_at"].get<std::string>()
                                        : FormatRfc3339(clock_.Now());
-  if (job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object()) {
+  if (has_fallback) {
     const nlohmann::json& f = job.fallback[0];
     nlohmann::json next = job.raw;
     next["channel"] = f.value("channel", "");

@@ -48,7 +48,11 @@ class ChannelWorker {
   void Process(broker::Delivery& d);
   void Settle(const broker::DeliveryRef& ref, const Status& s);
   void Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r);
-  void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error);
+  // Hands the job to its next fallback channel, else to herald.dlq. `took_ms`: the failed send.
+  void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,
+              long long took_ms = 0);
+  // Appends the attempt to the store for the trace; "sent" also marks the delivery as sent.
+  Status RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error, long long took_ms);
   void RemoveContact(const DeliveryJob& job);
 
   const Config& config_;

@@ -1,0 +1,227 @@
+// /v1/dead-letters: the operator's view through the API, the same operations as `herald dlq`
+// (workers/dead_letters.h), admin key only.
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+#include "api/server.h"
+#include "core/base64.h"
+#include "core/time.h"
+#include "workers/dead_letters.h"
+
+namespace herald::api {
+namespace {
+
+constexpr long long kDefaultPage = 100, kMaxPage = 500;
+constexpr long long kDefaultBatch = 1000, kMaxBatch = 10000;
+
+nlohmann::json LetterJson(const DeadLetter& d) {
+  auto job = nlohmann::json::parse(d.job_json, nullptr, false);
+  auto headers = nlohmann::json::parse(d.headers_json, nullptr, false);
+  return {{"id", d.id},
+          {"delivery_id", d.delivery_id},
+          {"channel", d.channel},
+          {"reason", d.reason},
+          {"error", d.error},
+          {"attempts", d.attempts},
+          {"event_id", d.event_id},
+          {"event_type", d.event_type},
+          {"user_id", d.user_id},
+          {"first_failed_at", FormatRfc3339(d.first_failed_at)},
+          {"dead_at", FormatRfc3339(d.dead_at)},
+          {"job", job.is_discarded() ? nlohmann::json(d.job_json) : job},
+          {"headers", headers.is_discarded() ? nlohmann::json::object() : headers}};
+}
+
+Problem BadFilter(const Status& s) {
+  const std::string& m = s.message();
+  size_t colon = m.find(": ");
+  std::string field = colon == std::string::npos ? "" : m.substr(0, colon);
+  if (m.rfind("unknown channel", 0) == 0) field = "channel";
+  return Problem::Make(400, "invalid_filter", m, field);
+}
+
+std::string EncodeAfter(long long id) { return Base64UrlEncode("d1:" + std::to_string(id)); }
+
+std::optional<long long> DecodeAfter(const std::string& cursor) {
+  auto raw = Base64UrlDecode(cursor);
+  if (!raw || raw->rfind("d1:", 0) != 0) return std::nullopt;
+  long long id = 0;
+  auto [end, ec] = std::from_chars(raw->data() + 3, raw->data() + raw->size(), id);
+  if (ec != std::errc() || end != raw->data() + raw->size() || id < 0) return std::nullopt;
+  return id;
+}
+
+bool FilterFromQuery(Call& c, DeadLetterQuery& q) {
+  q.channel = c.Query("channel");
+  q.reason = c.Query("reason");
+  q.type = c.Query("type");
+  q.user = c.Query("user");
+  q.since = c.Query("since");
+  q.until = c.Query("until");
+  return true;
+}
+
+// Filter fields of a JSON body; anything else is refused by name.
+bool FilterFromBody(Call& c, const nlohmann::json& body, DeadLetterQuery& q, bool& dry_run, double& rate) {
+  for (auto it = body.begin(); it != body.end(); ++it) {
+    const std::string& k = it.key();
+    std::string* text = k == "channel" ? &q.channel
+                        : k == "reason" ? &q.reason
+                        : k == "type"   ? &q.type
+                        : k == "user"   ? &q.user
+                        : k == "since"  ? &q.since
+                        : k == "until"  ? &q.until
+                                        : nullptr;
+    if (text) {
+      if (!it->is_string()) {
+        c.Fail(Problem::Make(422, "invalid_field", k + ": must be a string", k));
+        return false;
+      }
+      *text = it->get<std::string>();
+    } else if (k == "dry_run") {
+      if (!it->is_boolean()) {
+        c.Fail(Problem::Make(422, "invalid_field", "dry_run: must be true or false", k));
+        return false;
+      }
+      dry_run = it->get<bool>();
+    } else if (k == "limit") {
+      if (!it->is_number_integer() || it->get<long long>() < 1 || it->get<long long>() > kMaxBatch) {
+        c.Fail(Problem::Make(422, "invalid_field", "limit: must be an integer from 1 to " + std::to_string(kMaxBatch), k));
+        return false;
+      }
+      q.limit = it->get<long long>();
+    } else if (k == "rate") {
+      if (!it->is_number() || it->get<double>() < 0) {
+        c.Fail(Problem::Make(422, "invalid_field", "rate: must be a number of replays per second, 0 = unlimited", k));
+        return false;
+      }
+      rate = it->get<double>();
+    } else {
+      c.Fail(Problem::Make(422, "invalid_field",
+                           k + ": unknown field (known: channel, reason, type, user, since, until, limit, dry_run, rate)", k));
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void ApiServer::ListDeadLetters(Call& c) {
+  DeadLetterQuery q;
+  FilterFromQuery(c, q);
+  long long limit = kDefaultPage;
+  if (c.req.has_param("limit")) {
+    std::string v = c.Query("limit");
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), limit);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || limit < 1 || limit > kMaxPage) {
+      return c.Fail(Problem::Make(400, "invalid_parameter",
+                                  "limit must be an integer from 1 to " + std::to_string(kMaxPage) + " (got \"" + v + "\")",
+                                  "limit"));
+    }
+  }
+  DeadLetterSelection sel;
+  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
+  if (std::string cursor = c.Query("cursor"); !cursor.empty()) {
+    auto after = DecodeAfter(cursor);
+    if (!after) return c.Fail(Problem::Make(400, "invalid_cursor", "cursor: not a cursor this API gave out", "cursor"));
+    sel.filter.after_id = *after;
+  }
+  sel.filter.limit = static_cast<size_t>(limit) + 1;
+  std::vector<DeadLetter> rows;
+  if (Status s = d_.store->ListDeadLetters(sel.filter, rows); !s.ok()) {
+    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
+  }
+  const bool more = rows.size() > static_cast<size_t>(limit);
+  if (more) rows.resize(static_cast<size_t>(limit));
+  nlohmann::json items = nlohmann::json::array();
+  for (const DeadLetter& d : rows) items.push_back(LetterJson(d));
+  c.Json(200, {{"items", items}, {"next_cursor", more ? nlohmann::json(EncodeAfter(rows.back().id)) : nlohmann::json(nullptr)}});
+}
+
+void ApiServer::ReplayDeadLetters(Call& c) {
+  nlohmann::json body;
+  if (!c.ReadJson(body, static_cast<size_t>(config_.api.max_body_bytes))) return;
+  DeadLetterQuery q;
+  bool dry_run = false;
+  double rate = 0;
+  if (!FilterFromBody(c, body, q, dry_run, rate)) return;
+  if (q.limit == 0) q.limit = kDefaultBatch;
+  DeadLetterSelection sel;
+  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
+
+  std::lock_guard one_at_a_time(replay_mu_);
+  size_t total = 0;
+  if (Status s = ForEachDeadLetter(*d_.store, sel, [&](const DeadLetter&) { return ++total, true; }); !s.ok()) {
+    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
+  }
+  if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "replay", sel, total, dry_run); !s.ok()) {
+    return c.Fail(Problem::Make(503, "store_unavailable", "cannot record the audit entry; nothing was replayed: " + s.message()));
+  }
+  nlohmann::json out = {{"selected", total}, {"dry_run", dry_run}, {"filter", sel.echo}};
+  if (total == 0) {
+    out["replayed"] = 0;
+    out["message"] = "no dead letters match";
+    return c.Json(200, out);
+  }
+  if (dry_run) return c.Json(200, out);
+  if (!d_.publisher->Connected()) {
+    Problem p = Problem::Make(503, "broker_unavailable", "the broker is not reachable; nothing was replayed");
+    p.headers.push_back({"Retry-After", "5"});
+    return c.Fail(p);
+  }
+  ReplayOptions o;
+  o.rate = rate;
+  o.connect_timeout = config_.api.publish_timeout;
+  nlohmann::json problems = nlohmann::json::array();
+  o.on_problem = [&](long long id, const std::string& problem) {
+    if (problems.size() < 100) problems.push_back({{"id", id}, {"problem", problem}});
+  };
+  ReplayReport report;
+  Status s = herald::ReplayDeadLetters(*d_.store, *d_.publisher, sel, o, report);
+  spdlog::info("api: {} replayed {} of {} dead letter(s) ({} failed, {} skipped)", c.who.name, report.replayed,
+               report.total, report.failed, report.skipped);
+  out["selected"] = report.total;
+  out["replayed"] = report.replayed;
+  out["failed"] = report.failed;
+  out["skipped"] = report.skipped;
+  if (!problems.empty()) out["problems"] = problems;
+  if (!s.ok()) {
+    Problem p = Problem::Make(503, "replay_incomplete",
+                              s.message() + "; " + std::to_string(report.replayed) + " replayed, the rest kept");
+    p.headers.push_back({"Retry-After", "5"});
+    return c.Fail(p);
+  }
+  c.Json(200, out);
+}
+
+void ApiServer::PurgeDeadLetters(Call& c) {
+  DeadLetterQuery q;
+  FilterFromQuery(c, q);
+  const bool all = c.Query("all") == "true";
+  if (q.channel.empty() && q.reason.empty() && q.type.empty() && q.user.empty() && q.since.empty() && q.until.empty() &&
+      !all) {
+    return c.Fail(Problem::Make(400, "filter_required",
+                                "give a filter (channel, reason, type, user, since, until), or all=true to delete every dead letter"));
+  }
+  DeadLetterSelection sel;
+  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
+  std::lock_guard one_at_a_time(replay_mu_);
+  size_t total = 0;
+  if (Status s = ForEachDeadLetter(*d_.store, sel, [&](const DeadLetter&) { return ++total, true; }); !s.ok()) {
+    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
+  }
+  if (total > 0) {
+    if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "purge", sel, total, false); !s.ok()) {
+      return c.Fail(Problem::Make(503, "store_unavailable", "cannot record the audit entry; nothing was deleted: " + s.message()));
+    }
+  }
+  size_t deleted = 0;
+  if (Status s = herald::PurgeDeadLetters(*d_.store, sel, deleted); !s.ok()) {
+    return c.Fail(Problem::Make(503, "store_unavailable", "deleted " + std::to_string(deleted) + ", then: " + s.message()));
+  }
+  c.Json(200, {{"deleted", deleted}, {"filter", sel.echo}});
+}
+
+}  // namespace herald::api

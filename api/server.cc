@@ -1,0 +1,540 @@
+#include "api/server.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <charconv>
+
+#include "broker/topology.h"
+#include "channels/registry.h"
+#include "core/base64.h"
+#include "core/metrics.h"
+#include "core/time.h"
+#include "engine/control.h"
+#include "engine/event.h"
+#include "engine/notification_engine.h"
+#include "engine/preferences.h"
+
+namespace herald::api {
+namespace {
+
+constexpr size_t kMinThreads = 8;
+constexpr int kListenBacklog = 1024;
+constexpr size_t kMaxPage = 100;
+constexpr size_t kStreamBatch = 200;
+
+CounterFamily& Requests() {
+  static CounterFamily& f = Metrics::Global().Counters(
+      "herald_http_requests_total", "API requests by route template and status code.", {"method", "route", "status"});
+  return f;
+}
+
+Problem StoreProblem(const Status& s) {
+  spdlog::error("api: store: {}", s.message());
+  Problem p = Problem::Make(503, "store_unavailable", "the store cannot be used right now; try again shortly");
+  p.headers.push_back({"Retry-After", "5"});
+  return p;
+}
+
+// "contacts.push[1].endpoint: required" -> field "contacts.push[1].endpoint".
+Problem InvalidFrom(const Status& s) {
+  const std::string& m = s.message();
+  size_t colon = m.find(": ");
+  return Problem::Make(422, "invalid_field", m, colon == std::string::npos ? "" : m.substr(0, colon));
+}
+
+nlohmann::json InboxJson(const InboxEntry& e) {
+  auto data = nlohmann::json::parse(e.data_json, nullptr, false);
+  return {{"id", e.notification_id},
+          {"seq", e.seq},
+          {"event_id", e.event_id},
+          {"type", e.event_type},
+          {"title", e.title},
+          {"body", e.body},
+          {"data", data.is_discarded() ? nlohmann::json::object() : data},
+          {"created_at", FormatRfc3339(e.created_at)},
+          {"read_at", e.read_at ? nlohmann::json(FormatRfc3339(*e.read_at)) : nlohmann::json(nullptr)}};
+}
+
+std::string EncodeCursor(long long seq) { return Base64UrlEncode("i1:" + std::to_string(seq)); }
+
+std::optional<long long> DecodeCursor(const std::string& cursor) {
+  auto raw = Base64UrlDecode(cursor);
+  if (!raw || raw->rfind("i1:", 0) != 0) return std::nullopt;
+  long long seq = 0;
+  auto [end, ec] = std::from_chars(raw->data() + 3, raw->data() + raw->size(), seq);
+  if (ec != std::errc() || end != raw->data() + raw->size() || seq <= 0) return std::nullopt;
+  return seq;
+}
+
+// A non-negative integer query parameter within [min, max].
+bool IntParam(Call& c, const std::string& name, long long min, long long max, long long& out) {
+  if (!c.req.has_param(name.c_str())) return true;
+  std::string v = c.req.get_param_value(name.c_str());
+  long long n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < min || n > max) {
+    c.Fail(Problem::Make(400, "invalid_parameter",
+                         name + " must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                             " (got \"" + v + "\")",
+                         name));
+    return false;
+  }
+  out = n;
+  return true;
+}
+
+}  // namespace
+
+// One open live stream: woken by the hub (or the poll timer), it reads what is new from the inbox
+// so entries reach the client in sequence order, each once, whichever thread wrote them.
+struct ApiServer::Stream {
+  std::string user;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool dirty = false;
+  bool closed = false;
+  long long last_seq = 0;
+  uint64_t hub_id = 0;
+};
+
+ApiServer::ApiServer(ApiDeps deps) : d_(deps), config_(*deps.config), auth_(deps.config->api, *deps.clock) {}
+
+ApiServer::~ApiServer() { Stop(); }
+
+std::vector<std::string> ApiServer::RouteList() {
+  static const Config kEmpty;
+  Authenticator auth(kEmpty.api, SystemClock::Instance());
+  Router router(auth);
+  AddRoutes(nullptr, router);  // only the table is read; no handler runs
+  std::vector<std::string> out;
+  for (const Route& r : router.Routes()) out.push_back(r.method + " " + r.path);
+  return out;
+}
+
+void ApiServer::AddRoutes(ApiServer* self, Router& r) {
+  auto bind = [self](void (ApiServer::*fn)(Call&)) { return [self, fn](Call& c) { (self->*fn)(c); }; };
+  r.Add({"POST", "/v1/events", Access::kScope, "events:write", bind(&ApiServer::PostEvent)});
+  r.Add({"GET", "/v1/users/{id}/preferences", Access::kUserOrScope, "prefs:write", bind(&ApiServer::GetPreferences)});
+  r.Add({"PUT", "/v1/users/{id}/preferences", Access::kUserOrScope, "prefs:write", bind(&ApiServer::PutPreferences)});
+  r.Add({"PATCH", "/v1/users/{id}/preferences", Access::kUserOrScope, "prefs:write", bind(&ApiServer::PatchPreferences)});
+  r.Add({"POST", "/v1/users/{id}/presence", Access::kUser, "", bind(&ApiServer::PostPresence)});
+  r.Add({"GET", "/v1/users/{id}/notifications", Access::kUser, "", bind(&ApiServer::ListNotifications)});
+  r.Add({"POST", "/v1/users/{id}/notifications/read-all", Access::kUser, "", bind(&ApiServer::MarkAllRead)});
+  r.Add({"GET", "/v1/users/{id}/notifications/unread-count", Access::kUser, "", bind(&ApiServer::UnreadCount)});
+  r.Add({"POST", "/v1/users/{id}/notifications/{nid}/read", Access::kUser, "", bind(&ApiServer::MarkRead)});
+  r.Add({"GET", "/v1/users/{id}/stream", Access::kUser, "", bind(&ApiServer::OpenStream)});
+  r.Add({"GET", "/v1/notifications/{nid}/trace", Access::kService, "", bind(&ApiServer::GetTrace)});
+  r.Add({"GET", "/v1/dead-letters", Access::kScope, "admin", bind(&ApiServer::ListDeadLetters)});
+  r.Add({"POST", "/v1/dead-letters/replay", Access::kScope, "admin", bind(&ApiServer::ReplayDeadLetters)});
+  r.Add({"DELETE", "/v1/dead-letters", Access::kScope, "admin", bind(&ApiServer::PurgeDeadLetters)});
+  r.Add({"GET", "/healthz", Access::kPublic, "", bind(&ApiServer::Healthz)});
+  r.Add({"GET", "/readyz", Access::kPublic, "", bind(&ApiServer::Readyz)});
+  r.Add({"GET", "/metrics", Access::kPublic, "", bind(&ApiServer::MetricsText)});
+}
+
+Status ApiServer::Start() {
+  const std::string& listen = config_.api.listen;
+  size_t colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = std::stoi(listen.substr(colon + 1));
+
+  router_ = std::make_unique<Router>(auth_);
+  AddRoutes(this, *router_);
+  server_ = std::make_unique<httplib::Server>();
+  httplib::Server& svr = *server_;
+  const size_t max_threads = static_cast<size_t>(config_.api.max_connections);
+  svr.new_task_queue = [max_threads] { return new ConnectionPool(kMinThreads, max_threads); };
+  const size_t max_body = static_cast<size_t>(std::max(config_.api.max_body_bytes, config_.events.max_body_bytes));
+  svr.set_payload_max_length(max_body);
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(config_.api.request_timeout).count();
+  svr.set_read_timeout(secs, 0);
+  svr.set_write_timeout(secs, 0);
+  svr.set_keep_alive_max_count(1000);
+  svr.set_tcp_nodelay(true);
+  // httplib listens with a backlog of 5: thousands of clients connecting at once (every app
+  // re-opening its stream after a deploy) would see refused or dropped connections.
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = sock;
+  });
+
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
+    router_->Dispatch(req, res);
+    std::string route = router_->Match(req.method, req.path);
+    Requests().With({req.method, route.empty() ? "unmatched" : route, std::to_string(res.status)}).Inc();
+  };
+  for (const char* m : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+    std::string method = m;
+    if (method == "GET") svr.Get(".*", handler);
+    if (method == "POST") svr.Post(".*", handler);
+    if (method == "PUT") svr.Put(".*", handler);
+    if (method == "PATCH") svr.Patch(".*", handler);
+    if (method == "DELETE") svr.Delete(".*", handler);
+  }
+  // What httplib answers by itself (a body over the limit, an unknown method, a bad request line)
+  // still gets a problem document.
+  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    switch (res.status) {
+      case 413:
+        return RenderProblem(Problem::Make(413, "payload_too_large", "the request body is too large"), req.path, res);
+      case 404: return RenderProblem(Problem::Make(404, "route_not_found", "no route " + req.method + " " + req.path), req.path, res);
+      case 400: return RenderProblem(Problem::Make(400, "bad_request", "the request is malformed"), req.path, res);
+      default:
+        return RenderProblem(Problem::Make(res.status, "http_" + std::to_string(res.status), "the request failed"),
+                             req.path, res);
+    }
+  });
+
+  if (port == 0) {
+    port = svr.bind_to_any_port(host);
+    if (port <= 0) return Status::Unavailable("api.listen: cannot bind " + listen);
+  } else if (!svr.bind_to_port(host, port)) {
+    return Status::Unavailable("api.listen: cannot bind " + listen + " (in use, or not an address of this machine)");
+  }
+  if (listen_fd >= 0) ::listen(listen_fd, kListenBacklog);  // raises the backlog of the bound socket
+  port_ = port;
+  Metrics::Global().Gauge("herald_dead_letters", "Dead letters in the store, waiting for an operator.", [this] {
+    size_t n = 0;
+    return d_.store->CountDeadLetters(n).ok() ? static_cast<double>(n) : std::nan("");
+  });
+  Metrics::Global().Gauge("herald_api_streams_open", "Live streams open on this process.",
+                          [this] { return static_cast<double>(streams_open_.load()); });
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+       !server_->is_running() && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  spdlog::info("api listening on {}:{}", host, port_);
+  return Status::Ok();
+}
+
+void ApiServer::Stop() {
+  if (stopping_.exchange(true) || !server_) return;
+  {
+    std::lock_guard lock(streams_mu_);
+    for (const auto& s : streams_) {
+      std::lock_guard sl(s->mu);
+      s->closed = true;
+      s->cv.notify_all();
+    }
+  }
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  Metrics::Global().RemoveGauge("herald_dead_letters");
+  Metrics::Global().RemoveGauge("herald_api_streams_open");
+}
+
+// ---- events ----
+
+void ApiServer::PostEvent(Call& c) {
+  nlohmann::json doc;
+  if (!c.ReadJson(doc, static_cast<size_t>(config_.events.max_body_bytes),
+                  {"application/json", "application/cloudevents+json"})) {
+    return;
+  }
+  EventLimits limits;
+  limits.max_body_bytes = static_cast<size_t>(config_.events.max_body_bytes);
+  limits.max_recipients = static_cast<size_t>(config_.events.max_recipients);
+  limits.channels = config_.EnabledChannels();
+  Event event;
+  auto why = ParseEvent(c.req.body, limits, d_.clock->Now(), event);
+  if (!why) why = CheckEventType(config_, event);
+  if (why) return c.Fail(Problem::Make(422, "invalid_event", why->ToString(), why->field));
+
+  auto unavailable = [&](const std::string& detail) {
+    Problem p = Problem::Make(503, "broker_unavailable", detail);
+    p.headers.push_back({"Retry-After", "5"});
+    c.Fail(p);
+  };
+  // Refused at once rather than queued: nothing may wait in this process for a broker that is gone.
+  if (!d_.publisher->Connected()) return unavailable("the broker is not reachable; the event was not accepted");
+  broker::Message m;
+  m.exchange = broker::kEventsExchange;
+  m.routing_key = event.type;
+  m.body = c.req.body;
+  m.content_type = "application/cloudevents+json";
+  m.message_id = event.id;
+  Status s = d_.publisher->PublishAndWait(std::move(m), config_.api.publish_timeout);
+  if (!s.ok()) {
+    spdlog::warn("api: event {} not confirmed: {}", event.id, s.message());
+    return unavailable("the broker did not confirm the event (" + s.message() +
+                       "); send it again with the same id: a repeat is recognised and not delivered twice");
+  }
+  c.Json(202, {{"id", event.id}, {"type", event.type}, {"status", "accepted"}});
+}
+
+// ---- preferences ----
+
+void ApiServer::GetPreferences(Call& c) {
+  const std::string& user = c.params["id"];
+  if (std::string why = CheckUserId(user); !why.empty()) return c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
+  Preferences p;
+  Status s = d_.store->GetPreferences(user, p);
+  if (s.code() == Status::Code::kNotFound) p = DefaultPreferences(user);
+  else if (!s.ok()) return c.Fail(StoreProblem(s));
+  c.Json(200, PreferencesToJson(p));
+}
+
+void ApiServer::PutPreferences(Call& c) {
+  nlohmann::json doc;
+  if (!c.ReadJson(doc, static_cast<size_t>(config_.api.max_body_bytes))) return;
+  StorePreferences(c, doc, false);
+}
+
+void ApiServer::PatchPreferences(Call& c) {
+  nlohmann::json patch;
+  if (!c.ReadJson(patch, static_cast<size_t>(config_.api.max_body_bytes),
+                  {"application/merge-patch+json", "application/json"})) {
+    return;
+  }
+  const std::string& user = c.params["id"];
+  if (std::string why = CheckUserId(user); !why.empty()) return c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
+  Preferences current;
+  Status s = d_.store->GetPreferences(user, current);
+  if (s.code() == Status::Code::kNotFound) current = DefaultPreferences(user);
+  else if (!s.ok()) return c.Fail(StoreProblem(s));
+  StorePreferences(c, MergePatch(PreferencesToJson(current), patch), true);
+}
+
+void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc, bool) {
+  const std::string& user = c.params["id"];
+  Preferences p;
+  if (Status s = ParsePreferences(doc, user, KnownChannels(), p); !s.ok()) return c.Fail(InvalidFrom(s));
+  if (Status s = d_.store->PutPreferences(p); !s.ok()) return c.Fail(StoreProblem(s));
+  if (d_.cache) d_.cache->Invalidate(user);
+  // Other processes drop their cached copy on the signal; if the broker is away they reload
+  // within prefs_cache_ttl, and every process clears its cache when it reconnects.
+  if (d_.publisher->Connected()) {
+    if (Status s = AnnouncePrefsChanged(*d_.publisher, user, config_.api.publish_timeout); !s.ok()) {
+      spdlog::warn("api: preferences of {} stored, but the change was not announced: {}", user, s.message());
+    }
+  } else {
+    spdlog::warn("api: preferences of {} stored; broker unreachable, other processes see them within {}", user,
+                 FormatDuration(config_.engine.prefs_cache_ttl));
+  }
+  c.Json(200, PreferencesToJson(p));
+}
+
+// ---- presence ----
+
+void ApiServer::PostPresence(Call& c) {
+  nlohmann::json doc;
+  if (!c.ReadJson(doc, 1024)) return;
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (it.key() != "state") {
+      return c.Fail(Problem::Make(422, "invalid_field", it.key() + ": unknown field (known: state)", it.key()));
+    }
+  }
+  std::string state = doc.contains("state") && doc["state"].is_string() ? doc["state"].get<std::string>() : "";
+  if (state != "active" && state != "background") {
+    return c.Fail(Problem::Make(422, "invalid_field", "state: must be \"active\" or \"background\"", "state"));
+  }
+  d_.presence->Heartbeat(c.params["id"], state == "active", d_.clock->Now());
+  c.Json(200, {{"state", state},
+               {"ttl_seconds", std::chrono::duration_cast<std::chrono::seconds>(config_.engine.presence_ttl).count()}});
+}
+
+// ---- inbox ----
+
+void ApiServer::ListNotifications(Call& c) {
+  long long limit = 20;
+  if (!IntParam(c, "limit", 1, kMaxPage, limit)) return;
+  long long before = 0;
+  if (std::string cursor = c.Query("cursor"); !cursor.empty()) {
+    auto seq = DecodeCursor(cursor);
+    if (!seq) return c.Fail(Problem::Make(400, "invalid_cursor", "cursor: not a cursor this API gave out", "cursor"));
+    before = *seq;
+  }
+  std::vector<InboxEntry> entries;
+  if (Status s = d_.store->ListInbox(c.params["id"], before, static_cast<size_t>(limit) + 1, entries); !s.ok()) {
+    return c.Fail(StoreProblem(s));
+  }
+  const bool more = entries.size() > static_cast<size_t>(limit);
+  if (more) entries.resize(static_cast<size_t>(limit));
+  nlohmann::json items = nlohmann::json::array();
+  for (const InboxEntry& e : entries) items.push_back(InboxJson(e));
+  c.Json(200, {{"items", items},
+               {"next_cursor", more ? nlohmann::json(EncodeCursor(entries.back().seq)) : nlohmann::json(nullptr)}});
+}
+
+void ApiServer::MarkRead(Call& c) {
+  bool found = false;
+  if (Status s = d_.store->MarkRead(c.params["id"], c.params["nid"], d_.clock->Now(), found); !s.ok()) {
+    return c.Fail(StoreProblem(s));
+  }
+  if (!found) return c.Fail(Problem::Make(404, "not_found", "no notification " + c.params["nid"] + " in this inbox"));
+  c.NoContent();
+}
+
+void ApiServer::MarkAllRead(Call& c) {
+  size_t changed = 0;
+  if (Status s = d_.store->MarkAllRead(c.params["id"], d_.clock->Now(), changed); !s.ok()) return c.Fail(StoreProblem(s));
+  c.Json(200, {{"marked", changed}});
+}
+
+void ApiServer::UnreadCount(Call& c) {
+  size_t n = 0;
+  if (Status s = d_.store->UnreadCount(c.params["id"], n); !s.ok()) return c.Fail(StoreProblem(s));
+  c.Json(200, {{"unread", n}});
+}
+
+// ---- live stream ----
+
+void ApiServer::OpenStream(Call& c) {
+  const std::string user = c.params["id"];
+  auto stream = std::make_shared<Stream>();
+  stream->user = user;
+  std::string resume = c.req.get_header_value("Last-Event-ID");
+  if (resume.empty()) resume = c.Query("last_event_id");  // for clients that cannot set headers
+  bool resuming = !resume.empty();
+  if (resuming) {
+    auto [end, ec] = std::from_chars(resume.data(), resume.data() + resume.size(), stream->last_seq);
+    if (ec != std::errc() || end != resume.data() + resume.size() || stream->last_seq < 0) {
+      return c.Fail(Problem::Make(400, "invalid_parameter", "Last-Event-ID: must be an id this stream sent (got \"" +
+                                                                resume + "\")", "Last-Event-ID"));
+    }
+  }
+  // Subscribe before reading where the stream starts: an entry written in between wakes it.
+  stream->hub_id = d_.hub->Subscribe(user, [stream](const InboxEntry&) {
+    std::lock_guard lock(stream->mu);
+    stream->dirty = true;
+    stream->cv.notify_all();
+  });
+  if (!resuming) {
+    std::vector<InboxEntry> newest;
+    if (Status s = d_.store->ListInbox(user, 0, 1, newest); !s.ok()) {
+      d_.hub->Unsubscribe(stream->hub_id);
+      return c.Fail(StoreProblem(s));
+    }
+    stream->last_seq = newest.empty() ? 0 : newest.front().seq;
+  }
+  {
+    std::lock_guard lock(stream->mu);
+    stream->dirty = true;  // reads what came since last_seq: with Last-Event-ID, everything missed
+  }
+  {
+    std::lock_guard lock(streams_mu_);
+    if (stopping_) {
+      d_.hub->Unsubscribe(stream->hub_id);
+      return c.Fail(Problem::Make(503, "shutting_down", "the server is shutting down"));
+    }
+    streams_.insert(stream);
+  }
+  d_.presence->StreamOpened(user);
+  ++streams_open_;
+
+  c.res.set_header("Cache-Control", "no-store");
+  c.res.set_header("X-Accel-Buffering", "no");
+  const Millis keepalive = config_.api.stream_keepalive;
+  const Millis poll = d_.local_in_app ? keepalive : std::min(keepalive, d_.stream_poll);
+  auto first = std::make_shared<bool>(true);
+  c.res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, stream, keepalive, poll, first](size_t, httplib::DataSink& sink) -> bool {
+        if (*first) {
+          *first = false;
+          std::string hello = "retry: 3000\n: stream of " + stream->user + "\n\n";
+          return sink.write(hello.data(), hello.size());
+        }
+        auto started = std::chrono::steady_clock::now();
+        bool read = false;
+        {
+          std::unique_lock lock(stream->mu);
+          while (!stream->dirty && !stream->closed) {
+            auto waited = std::chrono::steady_clock::now() - started;
+            if (waited >= poll) break;
+            stream->cv.wait_for(lock, poll - waited);
+          }
+          if (stream->closed) return false;
+          read = stream->dirty || !d_.local_in_app;
+          stream->dirty = false;
+        }
+        std::string out;
+        if (read) {
+          std::vector<InboxEntry> entries;
+          for (;;) {
+            if (Status s = d_.store->InboxSince(stream->user, stream->last_seq, kStreamBatch, entries); !s.ok()) {
+              spdlog::warn("api: stream of {}: {}", stream->user, s.message());
+              break;  // the client reconnects with Last-Event-ID and misses nothing
+            }
+            for (const InboxEntry& e : entries) {
+              out += "id: " + std::to_string(e.seq) + "\nevent: notification\ndata: " + InboxJson(e).dump() + "\n\n";
+              stream->last_seq = e.seq;
+            }
+            if (entries.size() < kStreamBatch) break;
+          }
+        }
+        if (out.empty() && std::chrono::steady_clock::now() - started >= keepalive - Millis(50)) out = ": keep-alive\n\n";
+        if (out.empty()) return true;
+        return sink.write(out.data(), out.size());
+      },
+      [this, stream](bool) {
+        d_.hub->Unsubscribe(stream->hub_id);
+        d_.presence->StreamClosed(stream->user);
+        --streams_open_;
+        std::lock_guard lock(streams_mu_);
+        streams_.erase(stream);
+      });
+}
+
+// ---- traces ----
+
+void ApiServer::GetTrace(Call& c) {
+  const std::string& nid = c.params["nid"];
+  TraceRecord t;
+  Status s = d_.store->GetTrace(nid, t);
+  if (s.code() == Status::Code::kNotFound) return c.Fail(Problem::Make(404, "not_found", "no trace for notification " + nid));
+  if (!s.ok()) return c.Fail(StoreProblem(s));
+  std::vector<DeliveryAttempt> attempts;
+  if (Status a = d_.store->ListAttempts(nid, attempts); !a.ok()) return c.Fail(StoreProblem(a));
+  nlohmann::json list = nlohmann::json::array();
+  for (const DeliveryAttempt& a : attempts) {
+    nlohmann::json one = {{"delivery_id", a.delivery_id}, {"channel", a.channel},         {"attempt", a.attempt},
+                          {"outcome", a.outcome},         {"at", FormatRfc3339(a.at)}, {"duration_ms", a.duration_ms}};
+    if (!a.error.empty()) one["error"] = a.error;
+    list.push_back(std::move(one));
+  }
+  auto decision = nlohmann::json::parse(t.decision_json, nullptr, false);
+  c.Json(200, {{"notification_id", t.notification_id},
+               {"event_id", t.event_id},
+               {"event_type", t.event_type},
+               {"user_id", t.user_id},
+               {"decided_at", FormatRfc3339(t.created_at)},
+               {"decision", decision.is_discarded() ? nlohmann::json(t.decision_json) : decision},
+               {"attempts", list}});
+}
+
+// ---- health ----
+
+void ApiServer::Healthz(Call& c) { c.Json(200, {{"status", "ok"}, {"version", HERALD_VERSION}}); }
+
+void ApiServer::Readyz(Call& c) {
+  nlohmann::json checks = nlohmann::json::object();
+  bool ready = true;
+  if (d_.publisher->Connected()) {
+    checks["broker"] = "ok";
+  } else {
+    checks["broker"] = "not connected";
+    ready = false;
+  }
+  if (Status s = d_.store->CheckWritable(); s.ok()) {
+    checks["store"] = "ok";
+  } else {
+    checks["store"] = s.message();
+    ready = false;
+  }
+  if (!ready) c.res.set_header("Retry-After", "5");
+  c.Json(ready ? 200 : 503, {{"status", ready ? "ready" : "not_ready"}, {"checks", checks}});
+}
+
+void ApiServer::MetricsText(Call& c) {
+  c.res.status = 200;
+  c.res.set_content(Metrics::Global().Render(), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace herald::api

@@ -1,0 +1,511 @@
+// The HTTP API as its callers meet it: heraldd runs as a real process against the test broker,
+// and every request goes through libcurl.
+#include <catch2/catch.hpp>
+#include <curl/curl.h>
+#include <sys/resource.h>
+
+#include <set>
+
+#include "api/auth.h"
+#include "engine/notification_engine.h"
+#include "tests/support/http_client.h"
+#include "tests/support/test_env.h"
+
+using namespace herald;
+using namespace herald::test;
+using Catch::Matchers::Contains;
+
+namespace {
+
+// config/herald.yaml's local keys and secret.
+const std::string kPublisherKey = "local-publisher-key-0001";
+const std::string kAdminKey = "local-admin-key-0000001";
+const std::string kJwtSecret = "local-development-jwt-secret-0123456789";
+
+std::string Token(const std::string& user, long long exp_offset_s = 3600, const std::string& secret = kJwtSecret) {
+  long long now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return api::SignJwtHs256({{"sub", user}, {"exp", now + exp_offset_s}}, secret);
+}
+
+std::vector<std::string> Bearer(const std::string& credential, const std::string& content_type = "application/json") {
+  return {"Authorization: Bearer " + credential, "Content-Type: " + content_type};
+}
+
+// heraldd with the given roles on a vhost of its own, its API on a free port.
+class Daemon {
+ public:
+  Daemon(const Vhost& vhost, const std::string& roles, std::vector<std::string> env = {},
+         const std::string& store_name = "")
+      : port_(FreePort()) {
+    std::string store = "sqlite://" + TempFile((store_name.empty() ? vhost.name() : store_name) + "-store", "") + ".d/herald.db";
+    std::vector<std::string> e = {"HERALD_BROKER_URL=" + vhost.url(), "HERALD_BROKER_RECONNECT_MAX=1s",
+                                  "HERALD_STORE_URL=" + store, "HERALD_API_LISTEN=127.0.0.1:" + std::to_string(port_),
+                                  "HERALD_CHANNELS_EMAIL_PORT=9",  // nothing listens: e-mail stays queued
+                                  "HERALD_CHANNELS_WEBHOOK_ENABLED=false", "HERALD_API_STREAM_KEEPALIVE=1s"};
+    e.insert(e.end(), env.begin(), env.end());
+    env_ = e;
+    process_ = std::make_unique<Process>(
+        std::vector<std::string>{BinaryDir() + "/heraldd", "--config", SourceDir() + "/config/herald.yaml", "--roles", roles},
+        e, "heraldd-" + vhost.name());
+    REQUIRE(WaitFor([&] { return process_->OutputContains("heraldd 0.1.0 started") || process_->Wait(0ms); }, 20s));
+    INFO(process_->Output());
+    REQUIRE(process_->OutputContains("api listening on"));
+  }
+  std::string Url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  Process& process() { return *process_; }
+  const std::vector<std::string>& env() const { return env_; }
+
+ private:
+  int port_;
+  std::vector<std::string> env_;
+  std::unique_ptr<Process> process_;
+};
+
+std::string Event(const std::string& id, const std::string& type, const std::vector<std::string>& to,
+                  nlohmann::json vars = nlohmann::json::object()) {
+  return nlohmann::json{{"specversion", "1.0"}, {"id", id}, {"source", "/tests"}, {"type", type},
+                        {"data", {{"recipients", to}, {"vars", vars}}}}
+      .dump();
+}
+
+std::string Invoice(const std::string& id, const std::string& user) {
+  return Event(id, "billing.invoice.paid", {user}, {{"amount", "12.00 EUR"}});
+}
+
+HttpResponse PostEvent(const Daemon& d, const std::string& body) {
+  return Http("POST", d.Url("/v1/events"), body, Bearer(kPublisherKey));
+}
+
+size_t InboxSize(const Daemon& d, const std::string& user) {
+  auto r = Http("GET", d.Url("/v1/users/" + user + "/notifications?limit=100"), "", Bearer(Token(user)));
+  auto j = r.Json();
+  return r.status == 200 && j.contains("items") ? j["items"].size() : 0;
+}
+
+void CheckProblem(const HttpResponse& r, long status, const std::string& code) {
+  INFO(r.status << " " << r.body);
+  CHECK(r.status == status);
+  CHECK(r.Header("content-type") == "application/problem+json");
+  auto j = r.Json();
+  REQUIRE(j.is_object());
+  CHECK(j["code"] == code);
+  CHECK(j["status"] == status);
+  CHECK(j.contains("title"));
+  CHECK(j.contains("detail"));
+}
+
+}  // namespace
+
+TEST_CASE("api: health, readiness, metrics; unknown routes and methods are problems") {
+  Vhost vhost("api-health");
+  Daemon d(vhost, "engine,worker,api");
+  auto h = Http("GET", d.Url("/healthz"));
+  CHECK(h.status == 200);
+  CHECK(h.Json()["status"] == "ok");
+  REQUIRE(WaitFor([&] { return Http("GET", d.Url("/readyz")).status == 200; }, 10s));
+  auto ready = Http("GET", d.Url("/readyz")).Json();
+  CHECK(ready["checks"]["broker"] == "ok");
+  CHECK(ready["checks"]["store"] == "ok");
+
+  // One delivery, so the per-channel series exist.
+  REQUIRE(PostEvent(d, Invoice("evt-metrics-1", "u-m")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-m") == 1; }, 10s));
+  auto m = Http("GET", d.Url("/metrics"));
+  CHECK(m.status == 200);
+  CHECK_THAT(m.Header("content-type"), Contains("text/plain"));
+  for (const char* name : {"herald_events_received_total{type=\"billing.invoice.paid\"} 1",
+                           "herald_deliveries_total{channel=\"in_app\",outcome=\"sent\"} 1",
+                           "# TYPE herald_delivery_latency_seconds histogram",
+                           "herald_delivery_latency_seconds_count{channel=\"in_app\"} 1",
+                           "herald_delivery_latency_seconds_bucket{channel=\"in_app\",le=\"+Inf\"} 1",
+                           "# TYPE herald_provider_request_seconds histogram", "# TYPE herald_dead_letters gauge",
+                           "herald_dead_letters 0", "# TYPE herald_prefs_cache_hits_total counter",
+                           "# TYPE herald_prefs_cache_misses_total counter", "# TYPE herald_events_invalid_total counter",
+                           "# TYPE herald_rate_limit_wait_seconds_total counter"}) {
+    INFO(name);
+    CHECK_THAT(m.body, Contains(name));
+  }
+
+  CheckProblem(Http("GET", d.Url("/v2/nothing")), 404, "route_not_found");
+  auto wrong = Http("DELETE", d.Url("/v1/events"), "", Bearer(kAdminKey));
+  CheckProblem(wrong, 405, "method_not_allowed");
+  CHECK(wrong.Header("allow") == "POST");
+}
+
+TEST_CASE("api: credentials: missing, wrong, expired, another user's, lacking scope") {
+  Vhost vhost("api-auth");
+  Daemon d(vhost, "api");
+  const std::string prefs = d.Url("/v1/users/u-1/preferences");
+  auto none = Http("GET", prefs);
+  CheckProblem(none, 401, "missing_credentials");
+  CHECK_THAT(none.Header("www-authenticate"), Contains("Bearer"));
+  CheckProblem(Http("GET", prefs, "", Bearer("not-a-configured-key-123")), 401, "invalid_credentials");
+  CheckProblem(Http("GET", prefs, "", {"Authorization: Basic dTpw"}), 401, "invalid_credentials");
+  CheckProblem(Http("GET", prefs, "", Bearer(Token("u-1", -120))), 401, "token_expired");
+  CheckProblem(Http("GET", prefs, "", Bearer(Token("u-1", 3600, "another-secret-of-at-least-32-chars!!"))), 401,
+               "invalid_token");
+  // alg "none" with no signature is never accepted.
+  std::string unsigned_token = "eyJhbGciOiJub25lIn0." + Token("u-1").substr(Token("u-1").find('.') + 1);
+  unsigned_token = unsigned_token.substr(0, unsigned_token.rfind('.') + 1);
+  CheckProblem(Http("GET", prefs, "", Bearer(unsigned_token)), 401, "invalid_token");
+  CheckProblem(Http("GET", prefs, "", Bearer("a.b.c")), 401, "invalid_token");
+
+  // Another user's token: 403 on every user route, reading or writing.
+  const std::string other = Token("u-2");
+  CheckProblem(Http("GET", prefs, "", Bearer(other)), 403, "forbidden");
+  CheckProblem(Http("PATCH", prefs, R"({"locale":"de"})", Bearer(other)), 403, "forbidden");
+  CheckProblem(Http("GET", d.Url("/v1/users/u-1/notifications"), "", Bearer(other)), 403, "forbidden");
+  CheckProblem(Http("POST", d.Url("/v1/users/u-1/presence"), R"({"state":"active"})", Bearer(other)), 403, "forbidden");
+  CheckProblem(Http("GET", d.Url("/v1/users/u-1/stream"), "", Bearer(other)), 403, "forbidden");
+  CheckProblem(Http("GET", d.Url("/v1/users/u-1/notifications/unread-count"), "", Bearer(other)), 403, "forbidden");
+
+  // Scopes: the publisher key may not touch dead letters; a user token may not publish.
+  CheckProblem(Http("GET", d.Url("/v1/dead-letters"), "", Bearer(kPublisherKey)), 403, "insufficient_scope");
+  CheckProblem(Http("POST", d.Url("/v1/events"), Invoice("e-1", "u-1"), Bearer(Token("u-1"))), 403, "insufficient_scope");
+  CheckProblem(Http("GET", d.Url("/v1/notifications/n-1/trace"), "", Bearer(Token("u-1"))), 403, "forbidden");
+  // A service key is not a user: user-only routes refuse it.
+  CheckProblem(Http("GET", d.Url("/v1/users/u-1/notifications"), "", Bearer(kAdminKey)), 403, "forbidden");
+
+  // The right ones.
+  CHECK(Http("GET", prefs, "", Bearer(Token("u-1"))).status == 200);
+  CHECK(Http("GET", prefs, "", Bearer(kPublisherKey)).status == 200);
+  CHECK(Http("GET", prefs, "", Bearer(kAdminKey)).status == 200);
+  // Keys never reach the log.
+  CHECK_THAT(d.process().Output(), !Contains(kPublisherKey) && !Contains(kAdminKey) && !Contains("not-a-configured-key"));
+}
+
+TEST_CASE("api: POST /v1/events validates like the engine and answers 202 after the confirm") {
+  Vhost vhost("api-events");
+  Daemon d(vhost, "engine,worker,api");
+  auto ok = PostEvent(d, Invoice("evt-api-1", "u-1"));
+  INFO(ok.body);
+  REQUIRE(ok.status == 202);
+  CHECK(ok.Json()["id"] == "evt-api-1");
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-1") == 1; }, 10s));
+  // The same id again is accepted and recognised as a repeat: still one notification.
+  CHECK(PostEvent(d, Invoice("evt-api-1", "u-1")).status == 202);
+
+  CheckProblem(Http("POST", d.Url("/v1/events"), "{\"specversion\": ", Bearer(kPublisherKey)), 400, "malformed_json");
+  CheckProblem(Http("POST", d.Url("/v1/events"), Invoice("e-2", "u-1"), Bearer(kPublisherKey, "text/plain")), 415,
+               "unsupported_media_type");
+  auto missing = PostEvent(d, Event("e-3", "billing.invoice.paid", {"u-1"}));  // no amount
+  CheckProblem(missing, 422, "invalid_event");
+  CHECK(missing.Json()["field"] == "data.vars.amount");
+  auto type = PostEvent(d, Event("e-4", "Not A Type", {"u-1"}));
+  CheckProblem(type, 422, "invalid_event");
+  CHECK(type.Json()["field"] == "type");
+  auto unknown = PostEvent(d, Event("e-5", "no.such.type", {"u-1"}));
+  CheckProblem(unknown, 422, "invalid_event");
+  std::string huge = Event("e-6", "billing.invoice.paid", {"u-1"}, {{"amount", std::string(1100 * 1024, 'x')}});
+  CheckProblem(PostEvent(d, huge), 413, "payload_too_large");
+  CHECK(Http("GET", d.Url("/healthz")).status == 200);  // still serving
+  CHECK(InboxSize(d, "u-1") == 1);
+}
+
+TEST_CASE("api: POST /v1/events answers 503 with Retry-After while the broker is unreachable") {
+  Vhost vhost("api-nobroker");
+  Daemon d(vhost, "api", {"HERALD_BROKER_URL=amqp://guest:guest@127.0.0.1:" + std::to_string(FreePort()) + "/"});
+  auto r = PostEvent(d, Invoice("evt-down-1", "u-1"));
+  CheckProblem(r, 503, "broker_unavailable");
+  CHECK(!r.Header("retry-after").empty());
+  auto ready = Http("GET", d.Url("/readyz"));
+  CHECK(ready.status == 503);
+  CHECK(ready.Json()["checks"]["broker"] == "not connected");
+  CHECK(ready.Json()["checks"]["store"] == "ok");
+  CHECK(Http("GET", d.Url("/healthz")).status == 200);  // alive, just not ready
+}
+
+TEST_CASE("api: preferences GET, PUT, PATCH; errors name the field; other processes drop their cache") {
+  Vhost vhost("api-prefs");
+  // Two processes on one store: the API here, the engine there with a cache that would keep a
+  // stale copy for 10 minutes unless the change is announced.
+  Daemon api(vhost, "api", {}, vhost.name());
+  Daemon engine(vhost, "engine,worker,api", {"HERALD_ENGINE_PREFS_CACHE_TTL=10m"}, vhost.name());
+  const std::string url = api.Url("/v1/users/u-7/preferences");
+  const auto user = Bearer(Token("u-7"));
+
+  auto def = Http("GET", url, "", user);
+  REQUIRE(def.status == 200);
+  CHECK(def.Json()["user_id"] == "u-7");
+
+  // The engine reads (and caches) u-7's defaults: in-app on.
+  REQUIRE(PostEvent(engine, Invoice("evt-p-1", "u-7")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(engine, "u-7") == 1; }, 10s));
+
+  nlohmann::json doc = {{"locale", "de"}, {"timezone", "Europe/Berlin"}, {"contacts", {{"email", "u7@example.org"}}},
+                        {"channels", {{"in_app", false}}}};
+  auto put = Http("PUT", url, doc.dump(), user);
+  INFO(put.body);
+  REQUIRE(put.status == 200);
+  CHECK(put.Json()["locale"] == "de");
+  CHECK(Http("GET", url, "", Bearer(kPublisherKey)).Json()["contacts"]["email"] == "u7@example.org");
+
+  // The engine process got the signal: in-app is off now. Its trace says so (the cached copy
+  // would have chosen in-app).
+  REQUIRE(PostEvent(engine, Invoice("evt-p-2", "u-7")).status == 202);
+  nlohmann::json t;
+  REQUIRE(WaitFor([&] {
+    t = Http("GET", engine.Url("/v1/notifications/" + NotificationId("evt-p-2", "u-7") + "/trace"), "",
+             Bearer(kPublisherKey)).Json();
+    return t.contains("decision");
+  }, 10s));
+  INFO(t.dump());
+  CHECK(t["decision"]["channels"] == nlohmann::json::array({"email"}));
+  CHECK(InboxSize(engine, "u-7") == 1);
+
+  // PATCH is a JSON merge patch: null deletes, objects merge.
+  auto patch = Http("PATCH", url, R"({"channels":{"in_app":true},"contacts":{"email":null}})",
+                    Bearer(Token("u-7"), "application/merge-patch+json"));
+  INFO(patch.body);
+  REQUIRE(patch.status == 200);
+  CHECK(patch.Json()["locale"] == "de");
+  CHECK_FALSE(patch.Json()["contacts"].contains("email"));
+  REQUIRE(PostEvent(engine, Invoice("evt-p-3", "u-7")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(engine, "u-7") == 2; }, 10s));
+
+  auto unknown = Http("PUT", url, R"({"colour":"red"})", user);
+  CheckProblem(unknown, 422, "invalid_field");
+  CHECK(unknown.Json()["field"] == "colour");
+  auto badzone = Http("PATCH", url, R"({"timezone":"Mars/Olympus"})", user);
+  CheckProblem(badzone, 422, "invalid_field");
+  CHECK(badzone.Json()["field"] == "timezone");
+  auto other = Http("PUT", url, R"({"user_id":"u-8"})", user);
+  CheckProblem(other, 422, "invalid_field");
+  CHECK(other.Json()["field"] == "user_id");
+  CheckProblem(Http("PUT", url, "[1,2]", user), 422, "invalid_field");
+  CheckProblem(Http("PUT", url, "{nope", user), 400, "malformed_json");
+  CheckProblem(Http("PUT", url, std::string(70 * 1024, ' ') + "{}", user), 413, "payload_too_large");
+  CHECK(Http("GET", url, "", user).Json()["locale"] == "de");  // nothing changed by the failures
+}
+
+TEST_CASE("api: presence heartbeats steer the engine (rule 5)") {
+  Vhost vhost("api-presence");
+  Daemon d(vhost, "engine,worker,api");
+  const auto user = Bearer(Token("u-p"));
+  REQUIRE(Http("PUT", d.Url("/v1/users/u-p/preferences"), R"({"contacts":{"email":"p@example.org"}})", user).status == 200);
+  auto trace_of = [&](const std::string& event_id) {
+    // Notification ids are not guessable by clients; the inbox tells them.
+    nlohmann::json found;
+    WaitFor([&] {
+      auto items = Http("GET", d.Url("/v1/users/u-p/notifications"), "", user).Json()["items"];
+      for (const auto& it : items) {
+        if (it["event_id"] == event_id) found = Http("GET", d.Url("/v1/notifications/" + it["id"].get<std::string>() + "/trace"),
+                                                     "", Bearer(kPublisherKey)).Json();
+      }
+      return !found.is_null();
+    }, 10s);
+    return found;
+  };
+
+  auto active = Http("POST", d.Url("/v1/users/u-p/presence"), R"({"state":"active"})", user);
+  REQUIRE(active.status == 200);
+  CHECK(active.Json()["ttl_seconds"] == 60);
+  REQUIRE(PostEvent(d, Invoice("evt-pr-1", "u-p")).status == 202);
+  auto t1 = trace_of("evt-pr-1");
+  INFO(t1.dump());
+  CHECK(t1["decision"]["channels"] == nlohmann::json::array({"in_app"}));
+
+  REQUIRE(Http("POST", d.Url("/v1/users/u-p/presence"), R"({"state":"background"})", user).status == 200);
+  REQUIRE(PostEvent(d, Invoice("evt-pr-2", "u-p")).status == 202);
+  auto t2 = trace_of("evt-pr-2");
+  INFO(t2.dump());
+  CHECK(t2["decision"]["channels"] == nlohmann::json::array({"in_app", "email"}));
+
+  CheckProblem(Http("POST", d.Url("/v1/users/u-p/presence"), R"({"state":"asleep"})", user), 422, "invalid_field");
+  CheckProblem(Http("POST", d.Url("/v1/users/u-p/presence"), R"({"state":"active","x":1})", user), 422, "invalid_field");
+}
+
+TEST_CASE("api: inbox paging newest first, read state idempotent, unread count") {
+  Vhost vhost("api-inbox");
+  Daemon d(vhost, "engine,worker,api");
+  const auto user = Bearer(Token("u-i"));
+  for (int i = 1; i <= 5; ++i) REQUIRE(PostEvent(d, Invoice("evt-i-" + std::to_string(i), "u-i")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-i") == 5; }, 15s));
+
+  std::vector<std::string> seen;
+  std::vector<long long> seqs;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto r = Http("GET", d.Url("/v1/users/u-i/notifications?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor)), "", user);
+    REQUIRE(r.status == 200);
+    auto j = r.Json();
+    for (const auto& it : j["items"]) {
+      seen.push_back(it["id"]);
+      seqs.push_back(it["seq"]);
+      CHECK(it["read_at"].is_null());
+      CHECK(it["title"] == "Invoice paid");
+    }
+    cursor = j["next_cursor"].is_null() ? "" : j["next_cursor"].get<std::string>();
+    ++pages;
+  } while (!cursor.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 5);
+  CHECK(std::is_sorted(seqs.rbegin(), seqs.rend()));  // newest first
+
+  const std::string read = d.Url("/v1/users/u-i/notifications/" + seen[0] + "/read");
+  CHECK(Http("POST", read, "", user).status == 204);
+  CHECK(Http("POST", read, "", user).status == 204);  // again: no change, no error
+  CHECK(Http("GET", d.Url("/v1/users/u-i/notifications/unread-count"), "", user).Json()["unread"] == 4);
+  CheckProblem(Http("POST", d.Url("/v1/users/u-i/notifications/n-nope/read"), "", user), 404, "not_found");
+  auto all = Http("POST", d.Url("/v1/users/u-i/notifications/read-all"), "", user);
+  CHECK(all.Json()["marked"] == 4);
+  CHECK(Http("POST", d.Url("/v1/users/u-i/notifications/read-all"), "", user).Json()["marked"] == 0);
+  CHECK(Http("GET", d.Url("/v1/users/u-i/notifications/unread-count"), "", user).Json()["unread"] == 0);
+
+  CheckProblem(Http("GET", d.Url("/v1/users/u-i/notifications?cursor=bogus"), "", user), 400, "invalid_cursor");
+  CheckProblem(Http("GET", d.Url("/v1/users/u-i/notifications?limit=0"), "", user), 400, "invalid_parameter");
+  CheckProblem(Http("GET", d.Url("/v1/users/u-i/notifications?limit=1000"), "", user), 400, "invalid_parameter");
+}
+
+TEST_CASE("api: the stream delivers live, and resumes from Last-Event-ID without gap or repeat") {
+  Vhost vhost("api-stream");
+  Daemon d(vhost, "engine,worker,api");
+  const std::string url = d.Url("/v1/users/u-s/stream");
+  const auto user = Bearer(Token("u-s"));
+  auto publish = [&](const std::string& id) {
+    // A foreign AMQP client (python3-pika) publishes straight to the broker.
+    REQUIRE(PikaPublish(vhost.url(), "herald.events", "billing.invoice.paid", Invoice(id, "u-s")) == 0);
+  };
+  std::string last_id;
+  {
+    SseClient s(url, user);
+    REQUIRE(s.WaitOpen(5s));
+    REQUIRE(s.Status() == 200);
+    // An open stream makes the user active: in-app only.
+    publish("evt-s-1");
+    REQUIRE(s.WaitEvents(1, 10s));
+    auto e = s.Events()[0];
+    CHECK(e.event == "notification");
+    auto data = nlohmann::json::parse(e.data);
+    CHECK(data["event_id"] == "evt-s-1");
+    CHECK(data["body"] == "Your invoice of 12.00 EUR was paid.");
+    last_id = e.id;
+    // Keep-alive comments arrive on an idle stream (HERALD_API_STREAM_KEEPALIVE=1s).
+    size_t before = s.Comments();
+    CHECK(WaitFor([&] { return s.Comments() >= before + 1; }, 5s));
+  }
+  for (int i = 2; i <= 4; ++i) publish("evt-s-" + std::to_string(i));
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-s") == 4; }, 15s));
+
+  auto headers = user;
+  headers.push_back("Last-Event-ID: " + last_id);
+  SseClient again(url, headers);
+  REQUIRE(again.WaitEvents(3, 10s));
+  publish("evt-s-5");  // and live ones keep coming after the catch-up
+  REQUIRE(again.WaitEvents(4, 10s));
+  auto events = again.Events();
+  std::vector<std::string> ids;
+  for (const auto& e : events) ids.push_back(nlohmann::json::parse(e.data)["event_id"]);
+  CHECK(ids == std::vector<std::string>{"evt-s-2", "evt-s-3", "evt-s-4", "evt-s-5"});
+  for (size_t i = 1; i < events.size(); ++i) CHECK(std::stoll(events[i].id) > std::stoll(events[i - 1].id));
+
+  auto bad = headers;
+  bad.back() = "Last-Event-ID: yesterday";
+  CheckProblem(Http("GET", url, "", bad), 400, "invalid_parameter");
+}
+
+TEST_CASE("api: the trace shows the decision and every delivery attempt") {
+  Vhost vhost("api-trace");
+  Daemon d(vhost, "engine,worker,api");
+  REQUIRE(PostEvent(d, Invoice("evt-t-1", "u-t")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-t") == 1; }, 10s));
+  std::string nid = Http("GET", d.Url("/v1/users/u-t/notifications"), "", Bearer(Token("u-t"))).Json()["items"][0]["id"];
+  nlohmann::json t;
+  REQUIRE(WaitFor([&] {
+    t = Http("GET", d.Url("/v1/notifications/" + nid + "/trace"), "", Bearer(kPublisherKey)).Json();
+    return t.contains("attempts") && !t["attempts"].empty();
+  }, 10s));
+  INFO(t.dump(2));
+  CHECK(t["event_id"] == "evt-t-1");
+  CHECK(t["user_id"] == "u-t");
+  CHECK(t["decision"]["channels"] == nlohmann::json::array({"in_app"}));
+  CHECK(!t["decision"]["steps"].empty());
+  CHECK(t["attempts"][0]["channel"] == "in_app");
+  CHECK(t["attempts"][0]["outcome"] == "sent");
+  CHECK(t["attempts"][0]["attempt"] == 1);
+  CheckProblem(Http("GET", d.Url("/v1/notifications/n-unknown/trace"), "", Bearer(kPublisherKey)), 404, "not_found");
+}
+
+// Load, bounded: 1,000 streams held open by one client thread (curl multi) while /healthz is timed.
+TEST_CASE("api: 1,000 open streams do not delay other requests") {
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  if (nofile.rlim_cur < 2200 && nofile.rlim_max >= 2200) {
+    nofile.rlim_cur = 2200;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  Vhost vhost("api-load");
+  Daemon d(vhost, "api", {"HERALD_API_STREAM_KEEPALIVE=5s"});
+  constexpr int kStreams = 1000;
+  CURLM* multi = curl_multi_init();
+  std::vector<CURL*> handles;
+  std::vector<std::string> tokens;
+  std::vector<curl_slist*> lists;
+  std::atomic<int> greeted{0};
+  std::vector<char> got(kStreams, 0);
+  struct Ctx {
+    std::atomic<int>* greeted;
+    char* got;
+  };
+  std::vector<Ctx> ctx(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    std::string user = "load-" + std::to_string(i);
+    CURL* h = curl_easy_init();
+    curl_slist* l = curl_slist_append(nullptr, ("Authorization: Bearer " + Token(user)).c_str());
+    lists.push_back(l);
+    ctx[i] = {&greeted, &got[i]};
+    curl_easy_setopt(h, CURLOPT_URL, d.Url("/v1/users/" + user + "/stream").c_str());
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ctx[i]);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char*, size_t s, size_t n, void* p) -> size_t {
+      auto* c = static_cast<Ctx*>(p);
+      if (!*c->got) {
+        *c->got = 1;
+        ++*c->greeted;
+      }
+      return s * n;
+    });
+    curl_multi_add_handle(multi, h);
+    handles.push_back(h);
+  }
+  auto started = std::chrono::steady_clock::now();
+  auto pump = [&](Millis for_how_long) {
+    auto until = std::chrono::steady_clock::now() + for_how_long;
+    while (std::chrono::steady_clock::now() < until) {
+      int running = 0;
+      curl_multi_perform(multi, &running);
+      curl_multi_poll(multi, nullptr, 0, 20, nullptr);
+    }
+  };
+  while (greeted < kStreams && std::chrono::steady_clock::now() - started < 60s) pump(100ms);
+  double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  REQUIRE(greeted == kStreams);
+
+  // /healthz while all of them stay open (the streams are pumped between requests).
+  std::vector<double> ms;
+  for (int i = 0; i < 50; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = Http("GET", d.Url("/healthz"), "", {}, 5s);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    REQUIRE(r.status == 200);
+    pump(10ms);
+  }
+  std::sort(ms.begin(), ms.end());
+  auto metrics = Http("GET", d.Url("/metrics")).body;
+  WARN("1000 streams opened in " << open_s << " s; /healthz with them open: p50 " << ms[25] << " ms, max " << ms.back()
+                                 << " ms");
+  CHECK_THAT(metrics, Contains("herald_api_streams_open 1000"));
+  CHECK(ms[25] < 100);
+  CHECK(ms.back() < 1000);
+
+  for (size_t i = 0; i < handles.size(); ++i) {
+    curl_multi_remove_handle(multi, handles[i]);
+    curl_easy_cleanup(handles[i]);
+    curl_slist_free_all(lists[i]);
+  }
+  curl_multi_cleanup(multi);
+  // Closed streams are noticed at the next keep-alive and released.
+  CHECK(WaitFor([&] { return Http("GET", d.Url("/metrics")).body.find("herald_api_streams_open 0") != std::string::npos; },
+                15s));
+}
