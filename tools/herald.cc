@@ -3,14 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
-#include <condition_variable>
-#include <limits>
-#include <map>
-#include <mutex>
-#include <thread>
+#include <csignal>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -19,18 +17,19 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/time.h"
-#include "core/token_bucket.h"
 #include "engine/control.h"
 #include "engine/event.h"
 #include "engine/notification_engine.h"
 #include "store/store.h"
 #include "broker/options.h"
+#include "workers/dead_letters.h"
 
 namespace herald {
 namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;  // as a shell reports death by SIGINT
 
 int Fail(int code, const std::string& message) {
   std::cerr << "herald: " << message << "\n";
@@ -258,84 +257,37 @@ int Topic(const Config& config, const std::string& action, const std::string& to
   return 0;
 }
 
-// ---- herald dlq: inspect, replay and purge dead letters ----
+// ---- herald dlq: inspect, replay and purge dead letters (workers/dead_letters.h does the work) ----
 
 struct DlqArgs {
-  std::string channel, reason, type, user, since, until, id, actor;
-  long long limit = 0;  // 0 = every matching row
+  DeadLetterQuery query;
+  std::string id, actor;
   bool json = false, summary = false, dry_run = false, yes = false;
   double rate = 0;  // replays per second; 0 = unlimited
 };
 
-// A time bound: RFC 3339, or a duration ("2h") meaning that long before now.
-bool ParseTimeBound(const std::string& flag, const std::string& text, std::optional<SystemTime>& out,
-                    std::string& error) {
-  if (text.empty()) return true;
-  if (auto t = ParseRfc3339(text)) {
-    out = *t;
-    return true;
+// The selection the flags name, and the store; on a bad flag or an unusable store, prints why and
+// returns the exit code.
+int OpenSelection(const Config& config, const DlqArgs& a, DeadLetterSelection& sel, std::unique_ptr<Store>& store) {
+  if (Status s = BuildDeadLetterSelection(a.query, SystemClock::Instance().Now(), "--", sel); !s.ok()) {
+    return Fail(kExitUsage, s.message());
   }
-  if (auto d = ParseDuration(text)) {
-    out = SystemClock::Instance().Now() - *d;
-    return true;
-  }
-  error = flag + ": \"" + text + "\" is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration (2h, 30m)";
-  return false;
+  return OpenStoreOrFail(config, store);
 }
 
-// Builds the store filter from the flags; on a bad flag returns false with `error` saying which.
-// `echo` receives the selection as given, for the audit record.
-bool BuildDlqFilter(const DlqArgs& a, DeadLetterFilter& f, nlohmann::json& echo, std::string& error) {
-  if (!a.channel.empty()) {
-    const auto& known = KnownChannels();
-    if (std::find(known.begin(), known.end(), a.channel) == known.end()) {
-      std::string list;
-      for (const std::string& c : known) list += (list.empty() ? "" : ", ") + c;
-      error = "unknown channel \"" + a.channel + "\" (known: " + list + ")";
-      return false;
-    }
-  }
-  if (a.limit < 0) {
-    error = "--limit must be 0 (no limit) or more (got " + std::to_string(a.limit) + ")";
-    return false;
-  }
-  if (!ParseTimeBound("--since", a.since, f.since, error) || !ParseTimeBound("--until", a.until, f.until, error)) {
-    return false;
-  }
-  f.channel = a.channel;
-  f.reason = a.reason;
-  f.event_type = a.type;
-  f.user_id = a.user;
-  echo = nlohmann::json::object();
-  if (!a.channel.empty()) echo["channel"] = a.channel;
-  if (!a.reason.empty()) echo["reason"] = a.reason;
-  if (!a.type.empty()) echo["type"] = a.type;
-  if (!a.user.empty()) echo["user"] = a.user;
-  // Resolved times: "2h" means nothing once the audit record is read a week later.
-  if (f.since) echo["since"] = FormatRfc3339(*f.since);
-  if (f.until) echo["until"] = FormatRfc3339(*f.until);
-  if (a.limit > 0) echo["limit"] = a.limit;
-  return true;
+std::string Actor(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* user = std::getenv("USER");
+  return user && *user ? user : "unknown";
 }
 
-// Visits matching rows in id order, a page at a time so any number of rows fits in bounded
-// memory, stopping after `limit` rows (0 = all). `visit` returns false to stop early.
-constexpr size_t kDlqPage = 500;
-Status ForEachDeadLetter(Store& store, DeadLetterFilter f, long long limit,
-                         const std::function<bool(const DeadLetter&)>& visit) {
-  size_t left = limit > 0 ? static_cast<size_t>(limit) : std::numeric_limits<size_t>::max();
-  std::vector<DeadLetter> page;
-  while (left > 0) {
-    f.limit = std::min(kDlqPage, left);
-    if (Status s = store.ListDeadLetters(f, page); !s.ok()) return s;
-    for (const DeadLetter& d : page) {
-      if (!visit(d)) return Status::Ok();
-    }
-    left -= page.size();
-    if (page.size() < f.limit) break;
-    f.after_id = page.back().id;
+// Records the action before it runs: a replay killed halfway must still show who started it.
+int AuditOrFail(Store& store, const DlqArgs& a, const std::string& action, const DeadLetterSelection& sel,
+                size_t count, bool dry_run) {
+  if (Status s = RecordDeadLetterAudit(store, Actor(a.actor), action, sel, count, dry_run); !s.ok()) {
+    return Fail(kExitFailure, s.message() + " (nothing was changed)");
   }
-  return Status::Ok();
+  return 0;
 }
 
 // One line, at most `width` characters (an error message may span lines or be a page long).
@@ -368,18 +320,15 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
 }
 
 int DlqList(const Config& config, const DlqArgs& a) {
-  DeadLetterFilter f;
-  nlohmann::json echo;
-  std::string error;
-  if (!BuildDlqFilter(a, f, echo, error)) return Fail(kExitUsage, error);
+  DeadLetterSelection sel;
   std::unique_ptr<Store> store;
-  if (int rc = OpenStoreOrFail(config, store)) return rc;
+  if (int rc = OpenSelection(config, a, sel, store)) return rc;
 
   size_t n = 0;
   std::map<std::pair<std::string, std::string>, size_t> counts;
   std::vector<std::vector<std::string>> table = {{"ID", "DEAD_AT", "CHANNEL", "REASON", "ATTEMPTS", "TYPE", "USER", "ERROR"}};
   nlohmann::json array = nlohmann::json::array();
-  Status s = ForEachDeadLetter(*store, f, a.limit, [&](const DeadLetter& d) {
+  Status s = ForEachDeadLetter(*store, sel, [&](const DeadLetter& d) {
     ++n;
     if (a.summary) {
       ++counts[{d.channel, d.reason}];
@@ -454,43 +403,6 @@ int DlqShow(const Config& config, const std::string& id_text) {
   return 0;
 }
 
-std::string Actor(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  const char* user = std::getenv("USER");
-  return user && *user ? user : "unknown";
-}
-
-// Records the action before it runs: a replay killed halfway must still show who started it.
-int RecordAudit(Store& store, const DlqArgs& a, const std::string& action, const nlohmann::json& echo, size_t count,
-                bool dry_run) {
-  AuditRecord r;
-  r.at = SystemClock::Instance().Now();
-  r.actor = Actor(a.actor);
-  r.action = action;
-  r.filter_json = echo.dump();
-  r.count = static_cast<long long>(count);
-  r.dry_run = dry_run;
-  if (Status s = store.PutAudit(r); !s.ok()) {
-    return Fail(kExitFailure, "cannot record the audit entry (nothing was changed): " + s.message());
-  }
-  return 0;
-}
-
-// The job as it goes back to its channel: a fresh first attempt, without the retry bookkeeping
-// the worker added (workers/worker.cc), so it gets the full retry schedule again.
-bool RewriteJob(const DeadLetter& d, std::string& body, std::string& error) {
-  auto job = nlohmann::json::parse(d.job_json, nullptr, false);
-  if (job.is_discarded() || !job.is_object()) {
-    error = "its job is not a JSON object";
-    return false;
-  }
-  job["attempt"] = 1;
-  job.erase("first_failed_at");
-  job.erase("last_error");
-  body = job.dump();
-  return true;
-}
-
 std::string FormatEta(double seconds) {
   if (seconds < 0 || !std::isfinite(seconds)) return "?";
   long long s = static_cast<long long>(seconds + 0.5);
@@ -501,187 +413,129 @@ std::string FormatEta(double seconds) {
   return buf;
 }
 
-int DlqReplay(const Config& config, const DlqArgs& a) {
-  DeadLetterFilter f;
-  nlohmann::json echo;
-  std::string error;
-  if (!BuildDlqFilter(a, f, echo, error)) return Fail(kExitUsage, error);
-  if (a.rate < 0) return Fail(kExitUsage, "--rate must be 0 (unlimited) or more");
-  std::unique_ptr<Store> store;
-  if (int rc = OpenStoreOrFail(config, store)) return rc;
+// Set by SIGINT/SIGTERM during a replay: stop taking rows, let the confirms in flight arrive (so
+// their rows are deleted), then report. A lock-free atomic store is async-signal-safe.
+std::atomic<bool> g_replay_cancel{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void CancelReplay(int) { g_replay_cancel.store(true); }
 
-  // Count first, for the progress line and the audit record; rows are read again while
-  // replaying, a page at a time, so the selection never has to fit in memory.
+// The progress line of a replay on a terminal: count, rate and time left, redrawn in place.
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled) {}
+  void Show(const ReplayProgress& p, bool force) {
+    if (!enabled_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_ < std::chrono::milliseconds(100)) return;  // redrawing is not free
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double rate = secs > 0 ? static_cast<double>(p.replayed) / secs : 0;
+    double eta = rate > 0 ? static_cast<double>(p.total - p.replayed - p.failed - p.skipped) / rate : -1;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "\rreplayed %zu/%zu  %.1f/s  ETA %s   ", p.replayed, p.total, rate,
+                  FormatEta(eta).c_str());
+    std::cerr << buf << std::flush;
+    drawn_ = true;
+  }
+  // Ends the line, so that what follows starts on a line of its own.
+  void Break() {
+    if (drawn_) std::cerr << "\n";
+    drawn_ = false;
+  }
+
+ private:
+  const bool enabled_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_{};
+  bool drawn_ = false;
+};
+
+int DlqReplay(const Config& config, const DlqArgs& a) {
+  if (a.rate < 0) return Fail(kExitUsage, "--rate must be 0 (unlimited) or more");
+  DeadLetterSelection sel;
+  std::unique_ptr<Store> store;
+  if (int rc = OpenSelection(config, a, sel, store)) return rc;
+
   size_t total = 0;
-  long long last_id = 0;
-  Status s = ForEachDeadLetter(*store, f, a.limit, [&](const DeadLetter& d) {
-    ++total;
-    last_id = d.id;
-    if (a.dry_run) {
+  if (a.dry_run) {
+    Status s = ForEachDeadLetter(*store, sel, [&](const DeadLetter& d) {
+      ++total;
       std::cout << "would replay " << d.id << "  " << d.channel << "  " << d.delivery_id << "  " << d.event_type
                 << "  " << d.user_id << "\n";
-    }
-    return true;
-  });
-  if (!s.ok()) return Fail(kExitFailure, s.message());
-  if (int rc = RecordAudit(*store, a, "replay", echo, total, a.dry_run)) return rc;
+      return true;
+    });
+    if (!s.ok()) return Fail(kExitFailure, s.message());
+    if (int rc = AuditOrFail(*store, a, "replay", sel, total, true)) return rc;
+    if (total == 0) std::cout << "no dead letters match\n";
+    else std::cout << "dry run: " << total << " dead letter(s) would be replayed; nothing changed\n";
+    return 0;
+  }
+  // Count first, for the audit record; the count pins the selection, so the replay takes exactly
+  // the rows audited.
+  if (Status s = CountDeadLetterSelection(*store, sel, total); !s.ok()) return Fail(kExitFailure, s.message());
+  if (int rc = AuditOrFail(*store, a, "replay", sel, total, false)) return rc;
   if (total == 0) {
     std::cout << "no dead letters match\n";
     return 0;
   }
-  if (a.dry_run) {
-    std::cout << "dry run: " << total << " dead letter(s) would be replayed; nothing changed\n";
-    return 0;
-  }
 
-  // Outcomes arrive on the publisher thread; rows are deleted here, on this thread, because a
-  // callback must stay short and the row may only go once its job is safely on the broker.
-  struct Outcome {
-    long long id;
-    Status status;
-  };
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Outcome> outcomes;
-  size_t in_flight = 0, replayed = 0, failed = 0, skipped = 0;
-  auto handle = [&](const std::vector<Outcome>& ready) {
-    for (const Outcome& o : ready) {
-      if (!o.status.ok()) {
-        ++failed;
-        std::cerr << "\nherald: dead letter " << o.id << " not replayed (kept): " << o.status.message() << "\n";
-      } else if (Status d = store->DeleteDeadLetter(o.id); !d.ok()) {
-        // Replayed but still stored: a second replay is harmless (workers skip sent ids).
-        ++replayed;
-        std::cerr << "\nherald: dead letter " << o.id << " replayed but not deleted: " << d.message() << "\n";
-      } else {
-        ++replayed;
-      }
-    }
-  };
-  // Handles the outcomes that arrived; with `wait_all`, keeps waiting until none is in flight or
-  // nothing was confirmed for `stall`: the publisher reconnects on its own, so a slow broker is
-  // not a failure, but a dead one must not hang us forever.
-  auto settle = [&](bool wait_all, Millis stall) {
-    for (;;) {
-      std::vector<Outcome> ready;
-      {
-        std::unique_lock lock(mu);
-        if (wait_all && in_flight > 0 && outcomes.empty() &&
-            !cv.wait_for(lock, stall, [&] { return !outcomes.empty(); })) {
-          return;
-        }
-        ready.swap(outcomes);
-        in_flight -= ready.size();
-      }
-      handle(ready);
-      std::lock_guard lock(mu);
-      if (!wait_all || in_flight == 0) return;
-    }
-  };
-
+  ReplayOptions o;
+  o.rate = a.rate;
   auto po = broker::PublisherOptionsFor(config, "herald dlq replay");
   po.reconnect_max = Millis(1000);
   // A small window: enough that confirms overlap (no round trip per message), small enough that
   // a kill leaves few rows replayed-but-not-deleted (which are merely replayed again later).
-  constexpr size_t kWindow = 32;
-  po.window = static_cast<int>(kWindow);
+  po.window = static_cast<int>(o.window);
   broker::Publisher publisher(po);
   publisher.Start();
-  // WaitForRoom() below waits for confirms, which never come while the broker is unreachable:
-  // fail clearly now rather than hang with the window full.
-  auto connect_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!publisher.Connected() && std::chrono::steady_clock::now() < connect_deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (!publisher.Connected()) {
-    publisher.Stop(Millis(0));
-    return Fail(kExitFailure, "cannot reach the broker within 10s; nothing was replayed");
-  }
-  TokenBucket bucket(a.rate, 1);
-  const bool progress = ::isatty(STDERR_FILENO) == 1;
-  const auto start = std::chrono::steady_clock::now();
-  size_t sent = 0;
-  auto show = [&] {
-    if (!progress) return;
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    double rate = secs > 0 ? static_cast<double>(replayed) / secs : 0;
-    double eta = rate > 0 ? static_cast<double>(total - replayed - failed - skipped) / rate : -1;
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "\rreplayed %zu/%zu  %.1f/s  ETA %s   ", replayed, total, rate, FormatEta(eta).c_str());
-    std::cerr << buf << std::flush;
-  };
 
-  // Only rows selected in the counting pass: a letter dead-lettered meanwhile (perhaps by a
-  // replayed job failing again) must not be picked up by this same run.
-  s = ForEachDeadLetter(*store, f, a.limit, [&](const DeadLetter& d) {
-    if (d.id > last_id) return false;
-    std::string body, why;
-    if (!RewriteJob(d, body, why)) {
-      ++skipped;
-      std::cerr << "\nherald: dead letter " << d.id << " skipped: " << why << "\n";
-      return true;
-    }
-    bucket.Acquire();
-    broker::Message m;
-    m.exchange = broker::kDeliverExchange;
-    m.routing_key = d.channel;
-    m.body = std::move(body);
-    m.message_id = d.delivery_id;
-    m.mandatory = true;  // a channel without a queue is an error, never a silent drop
-    m.headers = {{"x-herald-event-id", d.event_id}, {"x-herald-user", d.user_id}, {"x-herald-channel", d.channel},
-                 {"x-herald-replayed-from", d.id}};
-    {
-      std::lock_guard lock(mu);
-      ++in_flight;
-    }
-    long long id = d.id;
-    publisher.Publish(std::move(m), [&, id](const Status& st) {
-      std::lock_guard lock(mu);
-      outcomes.push_back({id, st});
-      cv.notify_all();
-    });
-    ++sent;
-    publisher.WaitForRoom(kWindow);
-    settle(false, Millis(0));
-    show();
-    return true;
-  });
-  settle(true, Millis(30000));
+  ProgressLine line(::isatty(STDERR_FILENO) == 1);
+  o.on_progress = [&](const ReplayProgress& p) { line.Show(p, false); };
+  o.on_problem = [&](long long id, const std::string& problem) {
+    line.Break();
+    std::cerr << "herald: dead letter " << id << " " << problem << "\n";
+  };
+  g_replay_cancel.store(false);
+  o.cancel = &g_replay_cancel;
+  std::signal(SIGINT, CancelReplay);
+  std::signal(SIGTERM, CancelReplay);
+  ReplayReport r;
+  Status s = ReplayDeadLetters(*store, publisher, sel, o, r);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   publisher.Stop(Millis(0));
-  settle(true, Millis(1000));  // outcomes failed by Stop
-  show();
-  if (progress) std::cerr << "\n";
-  if (!s.ok()) return Fail(kExitFailure, "reading dead letters: " + s.message());
-  std::cout << "replayed " << replayed << " of " << total << " dead letter(s)";
-  if (failed) std::cout << ", " << failed << " failed (kept)";
-  if (skipped) std::cout << ", " << skipped << " skipped (kept)";
-  std::cout << "\n";
-  return failed || skipped ? kExitFailure : 0;
+  line.Show({r.total, r.replayed, r.failed, r.skipped}, true);
+  line.Break();
+
+  if (r.replayed + r.failed + r.skipped > 0 || s.ok()) {
+    std::cout << "replayed " << r.replayed << " of " << r.total << " dead letter(s)";
+    if (r.failed) std::cout << ", " << r.failed << " failed (kept)";
+    if (r.skipped) std::cout << ", " << r.skipped << " skipped (kept)";
+    std::cout << "\n";
+  }
+  if (!s.ok()) return Fail(kExitFailure, s.message());
+  if (r.cancelled) return Fail(kExitInterrupted, "interrupted; the rest are still stored (run the replay again)");
+  return r.failed || r.skipped ? kExitFailure : 0;
 }
 
 int DlqPurge(const Config& config, const DlqArgs& a) {
-  DeadLetterFilter f;
-  nlohmann::json echo;
-  std::string error;
-  if (!BuildDlqFilter(a, f, echo, error)) return Fail(kExitUsage, error);
+  DeadLetterSelection sel;
   std::unique_ptr<Store> store;
-  if (int rc = OpenStoreOrFail(config, store)) return rc;
-  std::vector<long long> ids;
-  Status s = ForEachDeadLetter(*store, f, a.limit, [&](const DeadLetter& d) {
-    ids.push_back(d.id);
-    return true;
-  });
-  if (!s.ok()) return Fail(kExitFailure, s.message());
-  if (ids.empty()) {
+  if (int rc = OpenSelection(config, a, sel, store)) return rc;
+  // The count pins the selection: what is deleted is what was confirmed, never a letter that
+  // arrived while the operator read the prompt.
+  size_t total = 0;
+  if (Status s = CountDeadLetterSelection(*store, sel, total); !s.ok()) return Fail(kExitFailure, s.message());
+  if (total == 0) {
     std::cout << "no dead letters match\n";
     return 0;
   }
   if (!a.yes) {
     if (::isatty(STDIN_FILENO) != 1) {
-      return Fail(kExitUsage, "refusing to delete " + std::to_string(ids.size()) +
+      return Fail(kExitUsage, "refusing to delete " + std::to_string(total) +
                                   " dead letter(s) without a terminal to confirm; pass --yes");
     }
-    std::cerr << "delete " << ids.size() << " dead letters? [y/N] " << std::flush;
+    std::cerr << "delete " << total << " dead letters? [y/N] " << std::flush;
     std::string answer;
     std::getline(std::cin, answer);
     if (answer != "y" && answer != "Y" && answer != "yes") {
@@ -689,11 +543,11 @@ int DlqPurge(const Config& config, const DlqArgs& a) {
       return 0;
     }
   }
-  if (int rc = RecordAudit(*store, a, "purge", echo, ids.size(), false)) return rc;
-  for (long long id : ids) {
-    if (Status d = store->DeleteDeadLetter(id); !d.ok()) return Fail(kExitFailure, "deleting " + std::to_string(id) + ": " + d.message());
-  }
-  std::cout << "deleted " << ids.size() << " dead letter(s)\n";
+  if (int rc = AuditOrFail(*store, a, "purge", sel, total, false)) return rc;
+  size_t deleted = 0;
+  Status s = PurgeDeadLetters(*store, sel, deleted);
+  std::cout << "deleted " << deleted << " dead letter(s)\n";
+  if (!s.ok()) return Fail(kExitFailure, s.message());
   return 0;
 }
 
@@ -772,13 +626,13 @@ int Run(int argc, char** argv) {
   auto* dlq_audit = dlq->add_subcommand("audit", "print who replayed or purged what, newest first");
   dlq_audit->add_option("--limit", audit_limit, "at most this many records (default 50)");
   for (auto* c : {dlq_list, dlq_replay, dlq_purge}) {
-    c->add_option("--channel", dlq_args.channel, "only this channel");
-    c->add_option("--reason", dlq_args.reason, "only this reason (permanent, attempts_exhausted, ...)");
-    c->add_option("--type", dlq_args.type, "only this event type");
-    c->add_option("--user", dlq_args.user, "only this user");
-    c->add_option("--since", dlq_args.since, "dead at or after: RFC 3339 or a duration ago (2h)");
-    c->add_option("--until", dlq_args.until, "dead before: RFC 3339 or a duration ago (2h)");
-    c->add_option("--limit", dlq_args.limit, "at most this many, lowest ids first (default: all)");
+    c->add_option("--channel", dlq_args.query.channel, "only this channel");
+    c->add_option("--reason", dlq_args.query.reason, "only this reason (permanent, attempts_exhausted, ...)");
+    c->add_option("--type", dlq_args.query.type, "only this event type");
+    c->add_option("--user", dlq_args.query.user, "only this user");
+    c->add_option("--since", dlq_args.query.since, "dead at or after: RFC 3339 or a duration ago (2h)");
+    c->add_option("--until", dlq_args.query.until, "dead before: RFC 3339 or a duration ago (2h)");
+    c->add_option("--limit", dlq_args.query.limit, "at most this many, lowest ids first (default: all)");
   }
   for (auto* c : {dlq_replay, dlq_purge}) c->add_option("--actor", dlq_args.actor, "who, for the audit (default $USER)");
   dlq_list->add_flag("--json", dlq_args.json, "one JSON array, for scripts");
