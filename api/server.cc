@@ -96,6 +96,7 @@ struct ApiServer::Stream {
   bool closed = false;
   long long last_seq = 0;
   uint64_t hub_id = 0;
+  std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
 };
 
 ApiServer::ApiServer(ApiDeps deps) : d_(deps), config_(*deps.config), auth_(deps.config->api, *deps.clock) {}
@@ -432,24 +433,23 @@ void ApiServer::OpenStream(Call& c) {
   c.res.set_header("X-Accel-Buffering", "no");
   const Millis keepalive = config_.api.stream_keepalive;
   const Millis poll = d_.local_in_app ? keepalive : std::min(keepalive, d_.stream_poll);
-  auto first = std::make_shared<bool>(true);
+  auto first = std::make_shared<bool>(true);  // the provider runs on one thread: no lock needed
   c.res.set_chunked_content_provider(
       "text/event-stream",
       [this, stream, keepalive, poll, first](size_t, httplib::DataSink& sink) -> bool {
         if (*first) {
           *first = false;
           std::string hello = "retry: 3000\n: stream of " + stream->user + "\n\n";
+          stream->last_write = std::chrono::steady_clock::now();
           return sink.write(hello.data(), hello.size());
         }
-        auto started = std::chrono::steady_clock::now();
+        // Wakes for new entries, or to poll the store, or when the keep-alive is due.
         bool read = false;
         {
           std::unique_lock lock(stream->mu);
-          while (!stream->dirty && !stream->closed) {
-            auto waited = std::chrono::steady_clock::now() - started;
-            if (waited >= poll) break;
-            stream->cv.wait_for(lock, poll - waited);
-          }
+          auto wake = std::chrono::steady_clock::now() + poll;
+          auto keepalive_due = stream->last_write + keepalive;
+          stream->cv.wait_until(lock, std::min(wake, keepalive_due), [&] { return stream->dirty || stream->closed; });
           if (stream->closed) return false;
           read = stream->dirty || !d_.local_in_app;
           stream->dirty = false;
@@ -469,8 +469,11 @@ void ApiServer::OpenStream(Call& c) {
             if (entries.size() < kStreamBatch) break;
           }
         }
-        if (out.empty() && std::chrono::steady_clock::now() - started >= keepalive - Millis(50)) out = ": keep-alive\n\n";
+        auto now = std::chrono::steady_clock::now();
+        // A write is also how a client that went away is noticed: it fails.
+        if (out.empty() && now >= stream->last_write + keepalive) out = ": keep-alive\n\n";
         if (out.empty()) return true;
+        stream->last_write = now;
         return sink.write(out.data(), out.size());
       },
       [this, stream](bool) {
