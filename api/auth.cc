@@ -66,9 +66,11 @@ std::optional<AuthFailure> Authenticator::Authenticate(const std::string& author
   if (std::count(credential.begin(), credential.end(), '.') == 2) {
     if (jwt_secret_.empty()) return AuthFailure{"invalid_token", "user tokens are not enabled on this server"};
     std::string sub;
-    if (auto failure = VerifyJwtHs256(credential, jwt_secret_, clock_.Now(), leeway_, sub)) return failure;
+    SystemTime exp;
+    if (auto failure = VerifyJwtHs256(credential, jwt_secret_, clock_.Now(), leeway_, sub, &exp)) return failure;
     out.kind = Principal::Kind::kUser;
     out.name = std::move(sub);
+    out.expires_at = exp + leeway_;
     return std::nullopt;
   }
 
@@ -91,7 +93,7 @@ std::string SignJwtHs256(const nlohmann::json& claims, const std::string& secret
 }
 
 std::optional<AuthFailure> VerifyJwtHs256(const std::string& token, const std::string& secret, SystemTime now,
-                                          Millis leeway, std::string& sub) {
+                                          Millis leeway, std::string& sub, SystemTime* exp_out) {
   size_t dot1 = token.find('.');
   size_t dot2 = dot1 == std::string::npos ? std::string::npos : token.find('.', dot1 + 1);
   if (dot2 == std::string::npos || token.find('.', dot2 + 1) != std::string::npos) {
@@ -127,6 +129,7 @@ std::optional<AuthFailure> VerifyJwtHs256(const std::string& token, const std::s
     return BadToken("the sub claim (the user id) is required");
   }
   sub = claims["sub"].get<std::string>();
+  if (exp_out) *exp_out = *exp;
   return std::nullopt;
 }
 

@@ -22,6 +22,7 @@ struct Principal {
   Kind kind = Kind::kNone;
   std::string name;  // the key's configured name, or the user id (`sub`)
   std::vector<std::string> scopes;
+  std::optional<SystemTime> expires_at;  // a user token's exp
 
   // `admin` holds every scope.
   bool HasScope(const std::string& scope) const;
@@ -55,8 +56,8 @@ class Authenticator {
 // HS256 JSON Web Tokens (RFC 7519) as Herald accepts them: header {"alg":"HS256"}, `sub` a
 // non-empty string, `exp` required, `nbf` honoured. Exposed for tests and tools.
 std::string SignJwtHs256(const nlohmann::json& claims, const std::string& secret);
-// Returns the failure, or nullopt with `sub` filled.
+// Returns the failure, or nullopt with `sub` and `exp` filled.
 std::optional<AuthFailure> VerifyJwtHs256(const std::string& token, const std::string& secret, SystemTime now,
-                                          Millis leeway, std::string& sub);
+                                          Millis leeway, std::string& sub, SystemTime* exp = nullptr);
 
 }  // namespace herald::api

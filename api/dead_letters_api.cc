@@ -52,6 +52,12 @@ std::optional<long long> DecodeAfter(const std::string& cursor) {
   return id;
 }
 
+Problem Busy() {
+  Problem p = Problem::Make(409, "busy", "another dead-letter replay or purge is running on this server; try again when it ends");
+  p.headers.push_back({"Retry-After", "5"});
+  return p;
+}
+
 bool FilterFromQuery(Call& c, DeadLetterQuery& q) {
   q.channel = c.Query("channel");
   q.reason = c.Query("reason");
@@ -131,7 +137,7 @@ void ApiServer::ListDeadLetters(Call& c) {
   sel.filter.limit = static_cast<size_t>(limit) + 1;
   std::vector<DeadLetter> rows;
   if (Status s = d_.store->ListDeadLetters(sel.filter, rows); !s.ok()) {
-    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
+    return c.Fail(StoreUnavailable(s));
   }
   const bool more = rows.size() > static_cast<size_t>(limit);
   if (more) rows.resize(static_cast<size_t>(limit));
@@ -151,13 +157,13 @@ void ApiServer::ReplayDeadLetters(Call& c) {
   DeadLetterSelection sel;
   if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
 
-  std::lock_guard one_at_a_time(replay_mu_);
+  std::unique_lock one_at_a_time(replay_mu_, std::try_to_lock);
+  if (!one_at_a_time) return c.Fail(Busy());
   size_t total = 0;
-  if (Status s = ForEachDeadLetter(*d_.store, sel, [&](const DeadLetter&) { return ++total, true; }); !s.ok()) {
-    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
-  }
+  // Pinned to the rows counted: a letter that dies meanwhile is not part of this call.
+  if (Status s = CountDeadLetterSelection(*d_.store, sel, total); !s.ok()) return c.Fail(StoreUnavailable(s));
   if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "replay", sel, total, dry_run); !s.ok()) {
-    return c.Fail(Problem::Make(503, "store_unavailable", "cannot record the audit entry; nothing was replayed: " + s.message()));
+    return c.Fail(StoreUnavailable(s));
   }
   nlohmann::json out = {{"selected", total}, {"dry_run", dry_run}, {"filter", sel.echo}};
   if (total == 0) {
@@ -191,6 +197,9 @@ void ApiServer::ReplayDeadLetters(Call& c) {
     Problem p = Problem::Make(503, "replay_incomplete",
                               s.message() + "; " + std::to_string(report.replayed) + " replayed, the rest kept");
     p.headers.push_back({"Retry-After", "5"});
+    for (const char* k : {"selected", "replayed", "failed", "skipped", "problems"}) {
+      if (out.contains(k)) p.extra[k] = out[k];
+    }
     return c.Fail(p);
   }
   c.Json(200, out);
@@ -207,19 +216,21 @@ void ApiServer::PurgeDeadLetters(Call& c) {
   }
   DeadLetterSelection sel;
   if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
-  std::lock_guard one_at_a_time(replay_mu_);
+  std::unique_lock one_at_a_time(replay_mu_, std::try_to_lock);
+  if (!one_at_a_time) return c.Fail(Busy());
   size_t total = 0;
-  if (Status s = ForEachDeadLetter(*d_.store, sel, [&](const DeadLetter&) { return ++total, true; }); !s.ok()) {
-    return c.Fail(Problem::Make(503, "store_unavailable", "the store cannot be used right now: " + s.message()));
-  }
+  // Pinned to the rows counted: a letter that dies meanwhile is not part of this call.
+  if (Status s = CountDeadLetterSelection(*d_.store, sel, total); !s.ok()) return c.Fail(StoreUnavailable(s));
   if (total > 0) {
     if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "purge", sel, total, false); !s.ok()) {
-      return c.Fail(Problem::Make(503, "store_unavailable", "cannot record the audit entry; nothing was deleted: " + s.message()));
+      return c.Fail(StoreUnavailable(s));
     }
   }
   size_t deleted = 0;
   if (Status s = herald::PurgeDeadLetters(*d_.store, sel, deleted); !s.ok()) {
-    return c.Fail(Problem::Make(503, "store_unavailable", "deleted " + std::to_string(deleted) + ", then: " + s.message()));
+    Problem p = StoreUnavailable(s);
+    p.extra["deleted"] = deleted;
+    return c.Fail(p);
   }
   c.Json(200, {{"deleted", deleted}, {"filter", sel.echo}});
 }

@@ -54,6 +54,7 @@ void RenderProblem(const Problem& p, const std::string& instance, httplib::Respo
                         {"detail", p.detail},
                         {"instance", instance}};
   if (!p.field.empty()) doc["field"] = p.field;
+  for (auto it = p.extra.begin(); it != p.extra.end(); ++it) doc[it.key()] = it.value();
   res.status = p.status;
   for (const auto& [k, v] : p.headers) res.set_header(k, v);
   res.set_content(doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
@@ -65,7 +66,14 @@ void Call::Json(int status, const nlohmann::json& body) {
   res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
 }
 
-bool Call::ReadJson(nlohmann::json& out, size_t max_bytes, const std::vector<std::string>& content_types) {
+Problem StoreUnavailable(const Status& s) {
+  spdlog::error("api: store: {}", s.message());
+  Problem p = Problem::Make(503, "store_unavailable", "the store cannot be used right now; try again shortly");
+  p.headers.push_back({"Retry-After", "5"});
+  return p;
+}
+
+bool Call::CheckBody(size_t max_bytes, const std::vector<std::string>& content_types) {
   if (req.body.size() > max_bytes) {
     Fail(Problem::Make(413, "payload_too_large",
                        "the body has " + std::to_string(req.body.size()) + " bytes; at most " +
@@ -80,6 +88,11 @@ bool Call::ReadJson(nlohmann::json& out, size_t max_bytes, const std::vector<std
                        "Content-Type must be " + list + (type.empty() ? " (none given)" : " (got " + type + ")")));
     return false;
   }
+  return true;
+}
+
+bool Call::ReadJson(nlohmann::json& out, size_t max_bytes, const std::vector<std::string>& content_types) {
+  if (!CheckBody(max_bytes, content_types)) return false;
   out = nlohmann::json::parse(req.body, nullptr, false);
   if (out.is_discarded()) {
     // Parse again for the position: the non-throwing parse does not say where it failed.
@@ -166,10 +179,11 @@ void Router::Dispatch(const httplib::Request& req, httplib::Response& res) const
   Call call{req, res, {}, {}};
   std::string allow;
   const Route* route = nullptr;
+  const std::string method = req.method == "HEAD" ? "GET" : req.method;  // httplib drops HEAD's body
   for (const Route& r : routes_) {
     std::map<std::string, std::string> params;
     if (!MatchPath(r.path, req.path, params)) continue;
-    if (r.method == req.method) {
+    if (r.method == method) {
       route = &r;
       call.params = std::move(params);
       break;
@@ -178,6 +192,11 @@ void Router::Dispatch(const httplib::Request& req, httplib::Response& res) const
   }
   if (!route) {
     if (allow.empty()) return call.Fail(Problem::Make(404, "route_not_found", "no route " + req.method + " " + req.path));
+    if (req.method == "OPTIONS") {
+      res.set_header("Allow", allow);
+      res.status = 204;
+      return;
+    }
     Problem p = Problem::Make(405, "method_not_allowed", req.method + " is not allowed here (allowed: " + allow + ")");
     p.headers.push_back({"Allow", allow});
     return call.Fail(p);

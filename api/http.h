@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/auth.h"
+#include "core/status.h"
 
 namespace herald::api {
 
@@ -29,11 +30,15 @@ struct Problem {
   std::string detail;
   std::string field;  // the request field at fault, if any
   std::vector<std::pair<std::string, std::string>> headers;
+  nlohmann::json extra = nlohmann::json::object();  // further members of the problem document
 
   static Problem Make(int status, std::string code, std::string detail, std::string field = "") {
-    return Problem{status, std::move(code), std::move(detail), std::move(field), {}};
+    return Problem{status, std::move(code), std::move(detail), std::move(field), {}, nlohmann::json::object()};
   }
 };
+
+// The store failed: 503 with Retry-After; the store's own words go to the log only.
+Problem StoreUnavailable(const Status& s);
 
 // Writes `p` as the response: status, headers and the problem document.
 void RenderProblem(const Problem& p, const std::string& instance, httplib::Response& res);
@@ -60,6 +65,8 @@ struct Call {
   // Parses the body as a JSON object of at most `max_bytes`, with one of `content_types`. On a
   // problem renders it and returns false.
   bool ReadJson(nlohmann::json& out, size_t max_bytes, const std::vector<std::string>& content_types = {"application/json"});
+  // Only the size and content type checks of ReadJson, for bodies another parser reads.
+  bool CheckBody(size_t max_bytes, const std::vector<std::string>& content_types);
   // A query parameter, or `fallback`.
   std::string Query(const std::string& name, const std::string& fallback = "") const;
 };

@@ -29,13 +29,6 @@ CounterFamily& Requests() {
   return f;
 }
 
-Problem StoreProblem(const Status& s) {
-  spdlog::error("api: store: {}", s.message());
-  Problem p = Problem::Make(503, "store_unavailable", "the store cannot be used right now; try again shortly");
-  p.headers.push_back({"Retry-After", "5"});
-  return p;
-}
-
 // "contacts.push[1].endpoint: required" -> field "contacts.push[1].endpoint".
 Problem InvalidFrom(const Status& s) {
   const std::string& m = s.message();
@@ -97,6 +90,7 @@ struct ApiServer::Stream {
   long long last_seq = 0;
   uint64_t hub_id = 0;
   std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
+  std::optional<SystemTime> token_expires;  // the stream ends then; the client reconnects with a new token
 };
 
 ApiServer::ApiServer(ApiDeps deps) : d_(deps), config_(*deps.config), auth_(deps.config->api, *deps.clock) {}
@@ -168,14 +162,12 @@ Status ApiServer::Start() {
     std::string route = router_->Match(req.method, req.path);
     Requests().With({req.method, route.empty() ? "unmatched" : route, std::to_string(res.status)}).Inc();
   };
-  for (const char* m : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
-    std::string method = m;
-    if (method == "GET") svr.Get(".*", handler);
-    if (method == "POST") svr.Post(".*", handler);
-    if (method == "PUT") svr.Put(".*", handler);
-    if (method == "PATCH") svr.Patch(".*", handler);
-    if (method == "DELETE") svr.Delete(".*", handler);
-  }
+  svr.Get(".*", handler);  // HEAD too
+  svr.Post(".*", handler);
+  svr.Put(".*", handler);
+  svr.Patch(".*", handler);
+  svr.Delete(".*", handler);
+  svr.Options(".*", handler);
   // What httplib answers by itself (a body over the limit, an unknown method, a bad request line)
   // still gets a problem document.
   svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -233,9 +225,8 @@ void ApiServer::Stop() {
 // ---- events ----
 
 void ApiServer::PostEvent(Call& c) {
-  nlohmann::json doc;
-  if (!c.ReadJson(doc, static_cast<size_t>(config_.events.max_body_bytes),
-                  {"application/json", "application/cloudevents+json"})) {
+  // ParseEvent reads the body itself, with the engine's limits (nesting depth before parsing).
+  if (!c.CheckBody(static_cast<size_t>(config_.events.max_body_bytes), {"application/json", "application/cloudevents+json"})) {
     return;
   }
   EventLimits limits;
@@ -245,6 +236,7 @@ void ApiServer::PostEvent(Call& c) {
   Event event;
   auto why = ParseEvent(c.req.body, limits, d_.clock->Now(), event);
   if (!why) why = CheckEventType(config_, event);
+  if (why && why->field == "body") return c.Fail(Problem::Make(400, "malformed_json", why->ToString(), "body"));
   if (why) return c.Fail(Problem::Make(422, "invalid_event", why->ToString(), why->field));
 
   auto unavailable = [&](const std::string& detail) {
@@ -277,11 +269,14 @@ void ApiServer::GetPreferences(Call& c) {
   Preferences p;
   Status s = d_.store->GetPreferences(user, p);
   if (s.code() == Status::Code::kNotFound) p = DefaultPreferences(user);
-  else if (!s.ok()) return c.Fail(StoreProblem(s));
+  else if (!s.ok()) return c.Fail(StoreUnavailable(s));
   c.Json(200, PreferencesToJson(p));
 }
 
 void ApiServer::PutPreferences(Call& c) {
+  if (std::string why = CheckUserId(c.params["id"]); !why.empty()) {
+    return c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
+  }
   nlohmann::json doc;
   if (!c.ReadJson(doc, static_cast<size_t>(config_.api.max_body_bytes))) return;
   StorePreferences(c, doc, false);
@@ -298,7 +293,7 @@ void ApiServer::PatchPreferences(Call& c) {
   Preferences current;
   Status s = d_.store->GetPreferences(user, current);
   if (s.code() == Status::Code::kNotFound) current = DefaultPreferences(user);
-  else if (!s.ok()) return c.Fail(StoreProblem(s));
+  else if (!s.ok()) return c.Fail(StoreUnavailable(s));
   StorePreferences(c, MergePatch(PreferencesToJson(current), patch), true);
 }
 
@@ -306,14 +301,19 @@ void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc, bool) {
   const std::string& user = c.params["id"];
   Preferences p;
   if (Status s = ParsePreferences(doc, user, KnownChannels(), p); !s.ok()) return c.Fail(InvalidFrom(s));
-  if (Status s = d_.store->PutPreferences(p); !s.ok()) return c.Fail(StoreProblem(s));
+  if (Status s = d_.store->PutPreferences(p); !s.ok()) return c.Fail(StoreUnavailable(s));
   if (d_.cache) d_.cache->Invalidate(user);
   // Other processes drop their cached copy on the signal; if the broker is away they reload
   // within prefs_cache_ttl, and every process clears its cache when it reconnects.
   if (d_.publisher->Connected()) {
-    if (Status s = AnnouncePrefsChanged(*d_.publisher, user, config_.api.publish_timeout); !s.ok()) {
-      spdlog::warn("api: preferences of {} stored, but the change was not announced: {}", user, s.message());
-    }
+    // Not awaited: the change is stored, and a slow broker must not slow the caller down.
+    broker::Message m;
+    m.exchange = broker::kControlExchange;
+    m.body = PrefsChangedSignal(user);
+    m.persistent = false;
+    d_.publisher->Publish(std::move(m), [user](const Status& s) {
+      if (!s.ok()) spdlog::warn("api: preferences of {} stored, but the change was not announced: {}", user, s.message());
+    });
   } else {
     spdlog::warn("api: preferences of {} stored; broker unreachable, other processes see them within {}", user,
                  FormatDuration(config_.engine.prefs_cache_ttl));
@@ -353,7 +353,7 @@ void ApiServer::ListNotifications(Call& c) {
   }
   std::vector<InboxEntry> entries;
   if (Status s = d_.store->ListInbox(c.params["id"], before, static_cast<size_t>(limit) + 1, entries); !s.ok()) {
-    return c.Fail(StoreProblem(s));
+    return c.Fail(StoreUnavailable(s));
   }
   const bool more = entries.size() > static_cast<size_t>(limit);
   if (more) entries.resize(static_cast<size_t>(limit));
@@ -366,7 +366,7 @@ void ApiServer::ListNotifications(Call& c) {
 void ApiServer::MarkRead(Call& c) {
   bool found = false;
   if (Status s = d_.store->MarkRead(c.params["id"], c.params["nid"], d_.clock->Now(), found); !s.ok()) {
-    return c.Fail(StoreProblem(s));
+    return c.Fail(StoreUnavailable(s));
   }
   if (!found) return c.Fail(Problem::Make(404, "not_found", "no notification " + c.params["nid"] + " in this inbox"));
   c.NoContent();
@@ -374,13 +374,13 @@ void ApiServer::MarkRead(Call& c) {
 
 void ApiServer::MarkAllRead(Call& c) {
   size_t changed = 0;
-  if (Status s = d_.store->MarkAllRead(c.params["id"], d_.clock->Now(), changed); !s.ok()) return c.Fail(StoreProblem(s));
+  if (Status s = d_.store->MarkAllRead(c.params["id"], d_.clock->Now(), changed); !s.ok()) return c.Fail(StoreUnavailable(s));
   c.Json(200, {{"marked", changed}});
 }
 
 void ApiServer::UnreadCount(Call& c) {
   size_t n = 0;
-  if (Status s = d_.store->UnreadCount(c.params["id"], n); !s.ok()) return c.Fail(StoreProblem(s));
+  if (Status s = d_.store->UnreadCount(c.params["id"], n); !s.ok()) return c.Fail(StoreUnavailable(s));
   c.Json(200, {{"unread", n}});
 }
 
@@ -390,14 +390,20 @@ void ApiServer::OpenStream(Call& c) {
   const std::string user = c.params["id"];
   auto stream = std::make_shared<Stream>();
   stream->user = user;
+  stream->token_expires = c.who.expires_at;
   std::string resume = c.req.get_header_value("Last-Event-ID");
-  if (resume.empty()) resume = c.Query("last_event_id");  // for clients that cannot set headers
+  std::string resume_field = "Last-Event-ID";
+  if (resume.empty() && c.req.has_param("last_event_id")) {
+    // For clients that reconnect by URL (the Authorization header is still required).
+    resume = c.Query("last_event_id");
+    resume_field = "last_event_id";
+  }
   bool resuming = !resume.empty();
   if (resuming) {
     auto [end, ec] = std::from_chars(resume.data(), resume.data() + resume.size(), stream->last_seq);
     if (ec != std::errc() || end != resume.data() + resume.size() || stream->last_seq < 0) {
-      return c.Fail(Problem::Make(400, "invalid_parameter", "Last-Event-ID: must be an id this stream sent (got \"" +
-                                                                resume + "\")", "Last-Event-ID"));
+      return c.Fail(Problem::Make(400, "invalid_parameter",
+                                  resume_field + ": must be an id this stream sent (got \"" + resume + "\")", resume_field));
     }
   }
   // Subscribe before reading where the stream starts: an entry written in between wakes it.
@@ -410,7 +416,7 @@ void ApiServer::OpenStream(Call& c) {
     std::vector<InboxEntry> newest;
     if (Status s = d_.store->ListInbox(user, 0, 1, newest); !s.ok()) {
       d_.hub->Unsubscribe(stream->hub_id);
-      return c.Fail(StoreProblem(s));
+      return c.Fail(StoreUnavailable(s));
     }
     stream->last_seq = newest.empty() ? 0 : newest.front().seq;
   }
@@ -451,6 +457,7 @@ void ApiServer::OpenStream(Call& c) {
           auto keepalive_due = stream->last_write + keepalive;
           stream->cv.wait_until(lock, std::min(wake, keepalive_due), [&] { return stream->dirty || stream->closed; });
           if (stream->closed) return false;
+          if (stream->token_expires && d_.clock->Now() > *stream->token_expires) return false;
           read = stream->dirty || !d_.local_in_app;
           stream->dirty = false;
         }
@@ -492,9 +499,9 @@ void ApiServer::GetTrace(Call& c) {
   TraceRecord t;
   Status s = d_.store->GetTrace(nid, t);
   if (s.code() == Status::Code::kNotFound) return c.Fail(Problem::Make(404, "not_found", "no trace for notification " + nid));
-  if (!s.ok()) return c.Fail(StoreProblem(s));
+  if (!s.ok()) return c.Fail(StoreUnavailable(s));
   std::vector<DeliveryAttempt> attempts;
-  if (Status a = d_.store->ListAttempts(nid, attempts); !a.ok()) return c.Fail(StoreProblem(a));
+  if (Status a = d_.store->ListAttempts(nid, attempts); !a.ok()) return c.Fail(StoreUnavailable(a));
   nlohmann::json list = nlohmann::json::array();
   for (const DeliveryAttempt& a : attempts) {
     nlohmann::json one = {{"delivery_id", a.delivery_id}, {"channel", a.channel},         {"attempt", a.attempt},

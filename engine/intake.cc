@@ -29,6 +29,8 @@ Intake::Intake(const Config& config, Engine& engine, broker::Publisher& publishe
   limits_.max_body_bytes = static_cast<size_t>(config.events.max_body_bytes);
   limits_.max_recipients = static_cast<size_t>(config.events.max_recipients);
   limits_.channels = config.EnabledChannels();
+  ReceivedCounter();  // registered now, so /metrics lists them before the first event
+  InvalidCounter();
 
   auto o = broker::ConsumerOptionsFor(config, "heraldd engine intake", broker::kEngineQueue);
   consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) { OnDelivery(std::move(d)); });

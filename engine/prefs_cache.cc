@@ -22,7 +22,11 @@ Counter& Misses() {
 }  // namespace
 
 PreferenceCache::PreferenceCache(Store& store, size_t max_entries, Millis ttl, const Clock& clock)
-    : store_(store), max_entries_(max_entries), ttl_(ttl), clock_(clock) {}
+    : store_(store), max_entries_(max_entries), ttl_(ttl), clock_(clock) {
+  // Registered now, so /metrics shows them at zero before the first lookup.
+  Hits();
+  Misses();
+}
 
 Status PreferenceCache::Get(const std::string& user, Entry& out) {
   std::vector<Entry> one;

@@ -62,6 +62,11 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
                                                         : std::max(1LL, channel_config_.rate / 10))) {
   auto o = broker::ConsumerOptionsFor(config, "heraldd worker " + channel_, broker::DeliverQueue(channel_));
   o.prefetch = static_cast<int>(channel_config_.prefetch);
+  // Registered now, so /metrics lists every family before the first delivery.
+  Deliveries();
+  RateWait();
+  ProviderSeconds();
+  DeliveryLatency();
   consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) {
     {
       std::lock_guard lock(mu_);

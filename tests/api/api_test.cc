@@ -9,6 +9,7 @@
 
 #include "api/auth.h"
 #include "engine/notification_engine.h"
+#include "store/store.h"
 #include "tests/support/http_client.h"
 #include "tests/support/test_env.h"
 
@@ -412,6 +413,23 @@ TEST_CASE("api: the stream delivers live, and resumes from Last-Event-ID without
   CheckProblem(Http("GET", url, "", bad), 400, "invalid_parameter");
 }
 
+TEST_CASE("api: a stream ends when its token expires; HEAD and OPTIONS answer") {
+  Vhost vhost("api-expiry");
+  Daemon d(vhost, "api", {"HERALD_API_JWT_LEEWAY=0s", "HERALD_API_STREAM_KEEPALIVE=1s"});
+  SseClient s(d.Url("/v1/users/u-e/stream"), Bearer(Token("u-e", 2)));
+  REQUIRE(s.WaitOpen(5s));
+  CHECK(s.Status() == 200);
+  CHECK_FALSE(s.WaitEnded(500ms));
+  CHECK(s.WaitEnded(6s));  // at the first wake after exp
+  CheckProblem(Http("GET", d.Url("/v1/users/u-e/notifications"), "", Bearer(Token("u-e", -1))), 401, "token_expired");
+
+  auto head = Http("HEAD", d.Url("/healthz"));
+  CHECK(head.status == 200);
+  auto options = Http("OPTIONS", d.Url("/v1/users/u-e/preferences"));
+  CHECK(options.status == 204);
+  CHECK(options.Header("allow") == "GET, PUT, PATCH");
+}
+
 TEST_CASE("api: the trace shows the decision and every delivery attempt") {
   Vhost vhost("api-trace");
   Daemon d(vhost, "engine,worker,api");
@@ -524,4 +542,118 @@ TEST_CASE("api: 1,000 open streams do not delay other requests") {
                 30s));
   WARN("streams released " << std::chrono::duration<double>(std::chrono::steady_clock::now() - closed_at).count()
                            << " s after the client closed them");
+}
+
+TEST_CASE("api: dead letters: list with filters and cursor, replay (dry run, then for real), purge, audit") {
+  Vhost vhost("api-dlq");
+  Daemon d(vhost, "api", {}, vhost.name());
+  std::unique_ptr<Store> store;
+  REQUIRE(OpenStore("sqlite:///tmp/herald-test-" + std::to_string(::getpid()) + "-store-" + vhost.name() + "/herald.db",
+                    store).ok());
+  const SystemTime base = *ParseRfc3339("2026-11-20T10:00:00Z");
+  struct Row {
+    const char* channel;
+    const char* reason;
+    const char* type;
+  };
+  const std::vector<Row> rows = {{"email", "permanent", "billing.invoice.paid"},
+                                 {"webhook", "attempts_exhausted", "billing.invoice.paid"},
+                                 {"email", "attempts_exhausted", "social.post.liked"},
+                                 {"webhook", "attempts_exhausted", "social.post.liked"},
+                                 {"push", "invalid_contact", "social.post.liked"}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    DeadLetter l;
+    l.delivery_id = "d-" + std::to_string(i);
+    l.channel = rows[i].channel;
+    l.reason = rows[i].reason;
+    l.error = "provider said no";
+    l.attempts = 6;
+    l.event_id = "evt-" + std::to_string(i);
+    l.event_type = rows[i].type;
+    l.user_id = "u-" + std::to_string(i);
+    l.first_failed_at = base + std::chrono::minutes(i);
+    l.dead_at = base + std::chrono::hours(i);
+    l.job_json = nlohmann::json{{"v", 1}, {"delivery_id", l.delivery_id}, {"channel", l.channel}, {"attempt", 6},
+                                {"last_error", "x"}}.dump();
+    l.headers_json = "{}";
+    REQUIRE(store->PutDeadLetter(l).ok());
+  }
+  const auto admin = Bearer(kAdminKey);
+  auto list = [&](const std::string& query) {
+    auto r = Http("GET", d.Url("/v1/dead-letters" + query), "", admin);
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    return r.Json();
+  };
+  auto ids = [](const nlohmann::json& page) {
+    std::vector<std::string> out;
+    for (const auto& it : page["items"]) out.push_back(it["delivery_id"]);
+    return out;
+  };
+  CHECK(ids(list("")) == std::vector<std::string>{"d-0", "d-1", "d-2", "d-3", "d-4"});
+  CHECK(ids(list("?channel=email")) == std::vector<std::string>{"d-0", "d-2"});
+  CHECK(ids(list("?reason=attempts_exhausted&type=social.post.liked")) == std::vector<std::string>{"d-2", "d-3"});
+  CHECK(ids(list("?since=2026-11-20T11:00:00Z&until=2026-11-20T13:00:00Z")) == std::vector<std::string>{"d-1", "d-2"});
+  CHECK(ids(list("?user=u-4")) == std::vector<std::string>{"d-4"});
+  // Cursor paging visits each row once.
+  std::vector<std::string> paged;
+  std::string cursor;
+  for (int i = 0; i < 10; ++i) {
+    auto page = list("?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    for (const auto& id : ids(page)) paged.push_back(id);
+    if (page["next_cursor"].is_null()) break;
+    cursor = page["next_cursor"];
+  }
+  CHECK(paged == std::vector<std::string>{"d-0", "d-1", "d-2", "d-3", "d-4"});
+  CHECK(list("?channel=email")["items"][0]["job"]["attempt"] == 6);
+
+  auto bad_channel = Http("GET", d.Url("/v1/dead-letters?channel=sms"), "", admin);
+  CheckProblem(bad_channel, 400, "invalid_filter");
+  CHECK(bad_channel.Json()["field"] == "channel");
+  auto bad_since = Http("GET", d.Url("/v1/dead-letters?since=last-tuesday"), "", admin);
+  CheckProblem(bad_since, 400, "invalid_filter");
+  CHECK(bad_since.Json()["field"] == "since");
+  CheckProblem(Http("GET", d.Url("/v1/dead-letters?cursor=xyz"), "", admin), 400, "invalid_cursor");
+
+  const std::string replay = d.Url("/v1/dead-letters/replay");
+  auto dry = Http("POST", replay, R"({"channel":"email","dry_run":true})", admin);
+  INFO(dry.body);
+  REQUIRE(dry.status == 200);
+  CHECK(dry.Json()["selected"] == 2);
+  CHECK(list("")["items"].size() == 5);  // a dry run changes nothing
+  CheckProblem(Http("POST", replay, R"({"channel":"email","colour":"red"})", admin), 422, "invalid_field");
+  auto none = Http("POST", replay, R"({"channel":"email","user":"nobody"})", admin);
+  CHECK(none.status == 200);
+  CHECK(none.Json()["selected"] == 0);
+
+  auto done = Http("POST", replay, R"({"channel":"email"})", admin);
+  INFO(done.body);
+  REQUIRE(done.status == 200);
+  CHECK(done.Json()["replayed"] == 2);
+  CHECK(ids(list("")) == std::vector<std::string>{"d-1", "d-3", "d-4"});  // other channels untouched
+  // The jobs wait in the e-mail delivery queue as first attempts, marked as replays.
+  Peek peek(vhost.url());
+  auto jobs = peek.Drain("herald.deliver.email");
+  REQUIRE(jobs.size() == 2);
+  for (const auto& m : jobs) {
+    CHECK(nlohmann::json::parse(m.body)["attempt"] == 1);
+    CHECK(m.headers.contains("x-herald-replayed-from"));
+  }
+
+  const std::string purge = d.Url("/v1/dead-letters");
+  CheckProblem(Http("DELETE", purge, "", admin), 400, "filter_required");
+  auto purged = Http("DELETE", purge + "?channel=webhook", "", admin);
+  REQUIRE(purged.status == 200);
+  CHECK(purged.Json()["deleted"] == 2);
+  CHECK(ids(list("")) == std::vector<std::string>{"d-4"});
+
+  std::vector<AuditRecord> audit;
+  REQUIRE(store->ListAudit(10, audit).ok());
+  REQUIRE(audit.size() >= 3);
+  CHECK(audit[0].action == "purge");
+  CHECK(audit[0].actor == "local_admin");
+  CHECK(audit[0].count == 2);
+  CHECK(audit[1].action == "replay");
+  CHECK(audit[1].count == 2);
+  CHECK_FALSE(audit[1].dry_run);
 }

@@ -47,8 +47,9 @@ HttpResponse Http(const std::string& method, const std::string& url, const std::
   CURL* curl = curl_easy_init();
   curl_slist* list = HeaderList(headers);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-  if (method != "GET" && method != "DELETE") {
+  if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  else curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method != "GET" && method != "DELETE" && method != "HEAD" && method != "OPTIONS") {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   }
@@ -149,6 +150,11 @@ bool SseClient::WaitEvents(size_t n, Millis timeout) {
 bool SseClient::WaitOpen(Millis timeout) {
   std::unique_lock lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return status_ != 0 || done_; });
+}
+
+bool SseClient::WaitEnded(Millis timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return done_; });
 }
 
 std::vector<SseClient::Event> SseClient::Events() {

@@ -44,6 +44,8 @@ class SseClient {
   bool WaitEvents(size_t n, Millis timeout);
   // Waits until the response started (status known) or the request ended.
   bool WaitOpen(Millis timeout);
+  // Waits until the server ended the response.
+  bool WaitEnded(Millis timeout);
   std::vector<Event> Events();
   long Status();
   size_t Comments();  // keep-alive and greeting comment lines seen
