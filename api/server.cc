@@ -159,7 +159,7 @@ Status ApiServer::Start() {
 
   auto handler = [this](const httplib::Request& req, httplib::Response& res) {
     router_->Dispatch(req, res);
-    std::string route = router_->Match(req.method, req.path);
+    std::string route = router_->Match(req.method == "HEAD" ? "GET" : req.method, req.path);
     Requests().With({req.method, route.empty() ? "unmatched" : route, std::to_string(res.status)}).Inc();
   };
   svr.Get(".*", handler);  // HEAD too
