@@ -63,11 +63,11 @@ const char* const kMigrations[] = {
     "CREATE TABLE IF NOT EXISTS dlq_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,"
     " action TEXT NOT NULL CHECK (action IN ('replay', 'purge')), filter_json TEXT NOT NULL,"
     " count INTEGER NOT NULL, dry_run INTEGER NOT NULL)",
-    // 11: every try of every delivery, for GET /v1/notifications/{nid}/trace.
-    "CREATE TABLE delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,"
+    // 11: every try of every delivery, for GET /v1/notifications/{nid}/trace. IF NOT EXISTS as in 10.
+    "CREATE TABLE IF NOT EXISTS delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,"
     " delivery_id TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,"
     " error TEXT NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL);"
-    "CREATE INDEX delivery_attempts_notification ON delivery_attempts (notification_id, id)"
+    "CREATE INDEX IF NOT EXISTS delivery_attempts_notification ON delivery_attempts (notification_id, id)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -17,7 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 10;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 11;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -936,4 +936,49 @@ TEST_CASE("Store: sent-delivery records are purged by age", "[store]") {
   REQUIRE(store->WasSent("d-new", sent).ok());
   CHECK(sent);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Store: delivery attempts are listed per notification in order; a sent attempt marks the delivery sent",
+          "[store]") {
+  TempStore store("attempts");
+  DeliveryAttempt a;
+  a.notification_id = "n-1";
+  a.delivery_id = "d-1";
+  a.channel = "email";
+  a.attempt = 1;
+  a.outcome = "retried";
+  a.error = "421 try later";
+  a.at = kT0;
+  a.duration_ms = 40;
+  REQUIRE(store->RecordAttempt(a).ok());
+  bool sent = true;
+  REQUIRE(store->WasSent("d-1", sent).ok());
+  CHECK_FALSE(sent);
+  a.attempt = 2;
+  a.outcome = "sent";
+  a.error = "";
+  a.at = kT0 + std::chrono::seconds(2);
+  REQUIRE(store->RecordAttempt(a).ok());
+  REQUIRE(store->WasSent("d-1", sent).ok());
+  CHECK(sent);
+  DeliveryAttempt other = a;
+  other.notification_id = "n-2";
+  other.delivery_id = "d-2";
+  REQUIRE(store->RecordAttempt(other).ok());
+  CHECK_FALSE(store->RecordAttempt(DeliveryAttempt{}).ok());  // no delivery id: refused
+
+  std::vector<DeliveryAttempt> list;
+  REQUIRE(store->ListAttempts("n-1", list).ok());
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].outcome == "retried");
+  CHECK(list[0].error == "421 try later");
+  CHECK(list[0].duration_ms == 40);
+  CHECK(list[0].at == kT0);
+  CHECK(list[1].outcome == "sent");
+  CHECK(list[1].attempt == 2);
+  store.Reopen();
+  REQUIRE(store->ListAttempts("n-1", list).ok());
+  CHECK(list.size() == 2);
+  REQUIRE(store->ListAttempts("n-none", list).ok());
+  CHECK(list.empty());
 }
