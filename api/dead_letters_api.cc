@@ -114,6 +114,25 @@ bool FilterFromBody(Call& c, const nlohmann::json& body, DeadLetterQuery& q, boo
 
 }  // namespace
 
+bool ApiServer::SelectDeadLetters(Call& c, const DeadLetterQuery& q, DeadLetterSelection& sel,
+                                  std::unique_lock<std::mutex>& lock, size_t& total) {
+  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) {
+    c.Fail(BadFilter(s));
+    return false;
+  }
+  lock = std::unique_lock(replay_mu_, std::try_to_lock);
+  if (!lock) {
+    c.Fail(Busy());
+    return false;
+  }
+  // Pinned to the rows counted: a letter that dies meanwhile is not part of this call.
+  if (Status s = CountDeadLetterSelection(*d_.store, sel, total); !s.ok()) {
+    c.Fail(StoreUnavailable(s));
+    return false;
+  }
+  return true;
+}
+
 void ApiServer::ListDeadLetters(Call& c) {
   DeadLetterQuery q;
   FilterFromQuery(c, q);
@@ -155,13 +174,9 @@ void ApiServer::ReplayDeadLetters(Call& c) {
   if (!FilterFromBody(c, body, q, dry_run, rate)) return;
   if (q.limit == 0) q.limit = kDefaultBatch;
   DeadLetterSelection sel;
-  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
-
-  std::unique_lock one_at_a_time(replay_mu_, std::try_to_lock);
-  if (!one_at_a_time) return c.Fail(Busy());
+  std::unique_lock<std::mutex> one_at_a_time;
   size_t total = 0;
-  // Pinned to the rows counted: a letter that dies meanwhile is not part of this call.
-  if (Status s = CountDeadLetterSelection(*d_.store, sel, total); !s.ok()) return c.Fail(StoreUnavailable(s));
+  if (!SelectDeadLetters(c, q, sel, one_at_a_time, total)) return;
   if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "replay", sel, total, dry_run); !s.ok()) {
     return c.Fail(StoreUnavailable(s));
   }
@@ -215,12 +230,9 @@ void ApiServer::PurgeDeadLetters(Call& c) {
                                 "give a filter (channel, reason, type, user, since, until), or all=true to delete every dead letter"));
   }
   DeadLetterSelection sel;
-  if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
-  std::unique_lock one_at_a_time(replay_mu_, std::try_to_lock);
-  if (!one_at_a_time) return c.Fail(Busy());
+  std::unique_lock<std::mutex> one_at_a_time;
   size_t total = 0;
-  // Pinned to the rows counted: a letter that dies meanwhile is not part of this call.
-  if (Status s = CountDeadLetterSelection(*d_.store, sel, total); !s.ok()) return c.Fail(StoreUnavailable(s));
+  if (!SelectDeadLetters(c, q, sel, one_at_a_time, total)) return;
   if (total > 0) {
     if (Status s = RecordDeadLetterAudit(*d_.store, c.who.name, "purge", sel, total, false); !s.ok()) {
       return c.Fail(StoreUnavailable(s));

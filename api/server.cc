@@ -263,14 +263,26 @@ void ApiServer::PostEvent(Call& c) {
 
 // ---- preferences ----
 
-void ApiServer::GetPreferences(Call& c) {
+// The stored preferences of the path's user, or the defaults; false once a problem was rendered.
+bool ApiServer::LoadPreferences(Call& c, Preferences& out) {
   const std::string& user = c.params["id"];
-  if (std::string why = CheckUserId(user); !why.empty()) return c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
+  if (std::string why = CheckUserId(user); !why.empty()) {
+    c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
+    return false;
+  }
+  Status s = d_.store->GetPreferences(user, out);
+  if (s.code() == Status::Code::kNotFound) {
+    out = DefaultPreferences(user);
+  } else if (!s.ok()) {
+    c.Fail(StoreUnavailable(s));
+    return false;
+  }
+  return true;
+}
+
+void ApiServer::GetPreferences(Call& c) {
   Preferences p;
-  Status s = d_.store->GetPreferences(user, p);
-  if (s.code() == Status::Code::kNotFound) p = DefaultPreferences(user);
-  else if (!s.ok()) return c.Fail(StoreUnavailable(s));
-  c.Json(200, PreferencesToJson(p));
+  if (LoadPreferences(c, p)) c.Json(200, PreferencesToJson(p));
 }
 
 void ApiServer::PutPreferences(Call& c) {
@@ -279,7 +291,7 @@ void ApiServer::PutPreferences(Call& c) {
   }
   nlohmann::json doc;
   if (!c.ReadJson(doc, static_cast<size_t>(config_.api.max_body_bytes))) return;
-  StorePreferences(c, doc, false);
+  StorePreferences(c, doc);
 }
 
 void ApiServer::PatchPreferences(Call& c) {
@@ -288,16 +300,11 @@ void ApiServer::PatchPreferences(Call& c) {
                   {"application/merge-patch+json", "application/json"})) {
     return;
   }
-  const std::string& user = c.params["id"];
-  if (std::string why = CheckUserId(user); !why.empty()) return c.Fail(Problem::Make(400, "invalid_parameter", "user id: " + why, "id"));
   Preferences current;
-  Status s = d_.store->GetPreferences(user, current);
-  if (s.code() == Status::Code::kNotFound) current = DefaultPreferences(user);
-  else if (!s.ok()) return c.Fail(StoreUnavailable(s));
-  StorePreferences(c, MergePatch(PreferencesToJson(current), patch), true);
+  if (LoadPreferences(c, current)) StorePreferences(c, MergePatch(PreferencesToJson(current), patch));
 }
 
-void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc, bool) {
+void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc) {
   const std::string& user = c.params["id"];
   Preferences p;
   if (Status s = ParsePreferences(doc, user, KnownChannels(), p); !s.ok()) return c.Fail(InvalidFrom(s));

@@ -16,6 +16,7 @@
 #include "engine/prefs_cache.h"
 #include "engine/presence.h"
 #include "store/store.h"
+#include "workers/dead_letters.h"
 
 namespace herald::api {
 
@@ -59,7 +60,8 @@ class ApiServer {
   void GetPreferences(Call& c);
   void PutPreferences(Call& c);
   void PatchPreferences(Call& c);
-  void StorePreferences(Call& c, const nlohmann::json& doc, bool existed);
+  bool LoadPreferences(Call& c, Preferences& out);
+  void StorePreferences(Call& c, const nlohmann::json& doc);
   void PostPresence(Call& c);
   void ListNotifications(Call& c);
   void MarkRead(Call& c);
@@ -70,6 +72,10 @@ class ApiServer {
   void ListDeadLetters(Call& c);
   void ReplayDeadLetters(Call& c);
   void PurgeDeadLetters(Call& c);
+  // Checks the query, takes the one-at-a-time lock and counts (pinning) the selection; false once
+  // a problem was rendered.
+  bool SelectDeadLetters(Call& c, const DeadLetterQuery& q, DeadLetterSelection& sel,
+                         std::unique_lock<std::mutex>& lock, size_t& total);
   void Healthz(Call& c);
   void Readyz(Call& c);
   void MetricsText(Call& c);
