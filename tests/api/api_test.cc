@@ -102,7 +102,7 @@ void CheckProblem(const HttpResponse& r, long status, const std::string& code) {
 
 }  // namespace
 
-TEST_CASE("api: health, readiness, metrics; unknown routes and methods are problems") {
+TEST_CASE("api: health, readiness, metrics, unknown routes and methods are problems") {
   Vhost vhost("api-health");
   Daemon d(vhost, "engine,worker,api");
   auto h = Http("GET", d.Url("/healthz"));
@@ -223,7 +223,7 @@ TEST_CASE("api: POST /v1/events answers 503 with Retry-After while the broker is
   CHECK(Http("GET", d.Url("/healthz")).status == 200);  // alive, just not ready
 }
 
-TEST_CASE("api: preferences GET, PUT, PATCH; errors name the field; other processes drop their cache") {
+TEST_CASE("api: preferences GET, PUT, PATCH, errors name the field, other processes drop their cache") {
   Vhost vhost("api-prefs");
   // Two processes on one store: the API here, the engine there with a cache that would keep a
   // stale copy for 10 minutes unless the change is announced.
@@ -413,7 +413,7 @@ TEST_CASE("api: the stream delivers live, and resumes from Last-Event-ID without
   CheckProblem(Http("GET", url, "", bad), 400, "invalid_parameter");
 }
 
-TEST_CASE("api: a stream ends when its token expires; HEAD and OPTIONS answer") {
+TEST_CASE("api: a stream ends when its token expires, then HEAD and OPTIONS answer") {
   Vhost vhost("api-expiry");
   Daemon d(vhost, "api", {"HERALD_API_JWT_LEEWAY=0s", "HERALD_API_STREAM_KEEPALIVE=1s"});
   SseClient s(d.Url("/v1/users/u-e/stream"), Bearer(Token("u-e", 2)));

@@ -44,7 +44,7 @@ TEST_CASE("base64url round-trips every length and refuses other characters") {
   CHECK_FALSE(Base64UrlDecode("a"));
 }
 
-TEST_CASE("JWT HS256: a valid token names its user; every kind of bad token is refused with its reason") {
+TEST_CASE("JWT HS256: a valid token names its user, every kind of bad token is refused with its reason") {
   const long long now = Secs(kNow);
   std::string sub;
   SystemTime exp;
@@ -119,7 +119,7 @@ TEST_CASE("Authenticator: keys with scopes, user tokens, and clear refusals") {
   CHECK(refused->code == "invalid_token");
 }
 
-TEST_CASE("Metrics: histograms render cumulative buckets, sum and count; gauges read at render time") {
+TEST_CASE("Metrics: histograms render cumulative buckets, sum and count, gauges read at render time") {
   HistogramFamily f("t_latency_seconds", "test", {"channel"}, {0.1, 1, 10});
   Histogram& h = f.With({"email"});
   for (double v : {0.05, 0.1, 0.5, 2.0, 20.0}) h.Observe(v);

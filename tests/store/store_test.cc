@@ -938,7 +938,7 @@ TEST_CASE("Store: sent-delivery records are purged by age", "[store]") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("Store: delivery attempts are listed per notification in order; a sent attempt marks the delivery sent",
+TEST_CASE("Store: delivery attempts are listed per notification in order, and a sent attempt marks the delivery sent",
           "[store]") {
   TempStore store("attempts");
   DeliveryAttempt a;
