@@ -100,21 +100,6 @@ std::string Hooks(const std::string& dir) {
 }
 
 using test::WebhookServer;
-          argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-          return argv;
-        },
-        "webhook", port_, 10s);
-  }
-  std::string Url(const std::string& hook) const {
-    return "http://127.0.0.1:" + std::to_string(port_) + "/hooks/" + hook;
-  }
-  int port() const { return port_; }
-  std::string Log() const { return process_->Output(); }
-
- private:
-  int port_ = 0;
-  std::unique_ptr<test::Process> process_;
-};
 
 WebhookConfig LocalConfig(const std::string& secret = kSecret) {
   WebhookConfig c;
