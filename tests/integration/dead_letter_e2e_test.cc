@@ -31,7 +31,7 @@ std::vector<DeadLetter> Letters(Store& store, const std::string& channel) {
 
 }  // namespace
 
-TEST_CASE("Dead letters end to end: providers down, dead-lettered with reasons; SMTP back, replay delivers each e-mail once",
+TEST_CASE("Dead letters end to end: providers down, dead-lettered with reasons, SMTP back, replay delivers each e-mail once",
           "[dlq]") {
   SmtpServer smtp(SmtpServer::Mode::kStartTls, {"--refuse", "554 5.3.2 not accepting mail (maintenance)"});
   // A hook whose rule never holds answers its mismatch code: a target that is down.

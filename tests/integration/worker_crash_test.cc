@@ -17,7 +17,7 @@ using namespace herald;
 using namespace herald::test;
 using nlohmann::json;
 
-TEST_CASE("Worker crash: heraldd killed mid-delivery; after restart every webhook arrived, repeats only in flight") {
+TEST_CASE("Worker crash: heraldd killed mid-delivery, after restart every webhook arrived, repeats only in flight") {
   const std::string log = TempFile("received.log", "");
   // The hook records the Idempotency-Key of every request that passed the signature check.
   WebhookServer server(RecordingHooks("deliver", "crash-secret", log));

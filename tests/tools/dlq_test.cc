@@ -216,7 +216,7 @@ TEST_CASE("dlq show prints the whole letter", "[dlq]") {
   CHECK_THAT(out, Contains("2026-11-20T13:00:00.000Z"));
 }
 
-TEST_CASE("dlq purge: --yes deletes the selection only; without a terminal it refuses; audit records it", "[dlq]") {
+TEST_CASE("dlq purge: --yes deletes the selection only, without a terminal it refuses, audit records it", "[dlq]") {
   std::string url = StoreUrl("dlq-purge");
   auto store = OpenTestStore(url);
   FillSix(*store);
@@ -246,7 +246,7 @@ TEST_CASE("dlq purge: --yes deletes the selection only; without a terminal it re
   CHECK_THAT(out, Contains("ops-ann") && Contains("purge") && Contains("{\"channel\":\"email\"}"));
 }
 
-TEST_CASE("dlq replay: jobs go back to their channel as first attempts; rows go after the confirm", "[dlq]") {
+TEST_CASE("dlq replay: jobs go back to their channel as first attempts, rows go after the confirm", "[dlq]") {
   ReplaySetup setup("dlq-replay", {"USER=tester"});
   const auto& env = setup.env;
   auto& store = setup.store;

@@ -159,7 +159,7 @@ TEST_CASE("Dead letters: iteration pages through every row in id order, honourin
   CHECK(visited == 3);
 }
 
-TEST_CASE("Dead letters: a counted selection is pinned; purge deletes exactly the rows counted", "[dlq]") {
+TEST_CASE("Dead letters: a counted selection is pinned, purge deletes exactly the rows counted", "[dlq]") {
   TestStore t;
   t.Fill(10);
   DeadLetterQuery q;
@@ -330,7 +330,7 @@ TEST_CASE("Dead letters: replayed on the publisher a running worker shares, each
   drain.Stop(5s);
 }
 
-TEST_CASE("Dead letters: replay keeps what cannot go and says why; the rest goes", "[dlq]") {
+TEST_CASE("Dead letters: replay keeps what cannot go and says why, the rest goes", "[dlq]") {
   test::WorkerHarness h("dlq-problems");
   const long long good1 = StoredLetter(*h.store, "webhook", "d-good-1").id;
   const long long unroutable = StoredLetter(*h.store, "sms", "d-sms").id;  // no queue is bound for it
