@@ -28,55 +28,12 @@ namespace {
 
 const std::string kSecret = "s3cret-for-tests";
 
-// A port nobody listens on now: the kernel picks one for a socket bound to port 0.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-bool Accepting(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
+using test::FreePort;
+using test::ReadFile;
 
 // What the recording hooks write: one file per delivery id.
-struct RecordDir {
-  std::string path;
-  RecordDir() {
-    char tmpl[] = "/tmp/herald-webhook-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~RecordDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  RecordDir(const RecordDir&) = delete;
-  RecordDir& operator=(const RecordDir&) = delete;
+struct RecordDir : test::TempDir {
+  RecordDir() : test::TempDir("herald-webhook") {}
   std::optional<std::string> Body(const std::string& id) const { return ReadFile(path + "/" + id); }
   std::optional<std::string> Headers(const std::string& id) const { return ReadFile(path + "/" + id + ".headers"); }
   size_t Count() const {
@@ -115,7 +72,7 @@ json RecordingHook(const std::string& id, const std::string& dir) {
             Param("header", "X-Herald-Signature")}}};
 }
 
-json Hooks(const std::string& dir) {
+std::string Hooks(const std::string& dir) {
   json hooks = json::array();
   // The signature check as people configure it: a bad signature is an evaluation error.
   json verify = RecordingHook("verify", dir);
@@ -139,39 +96,10 @@ json Hooks(const std::string& dir) {
                    {"execute-command", "/bin/sleep"},
                    {"include-command-output-in-response", true},
                    {"pass-arguments-to-command", {Param("string", "3")}}});
-  return hooks;
+  return hooks.dump(2);
 }
 
-// /usr/bin/webhook on 127.0.0.1 and a free port, ended by PID with this object.
-class WebhookServer {
- public:
-  WebhookServer(const json& hooks, const std::vector<std::string>& extra_args = {}) {
-    std::string hooks_file = test::TempFile("hooks.json", hooks.dump(2));
-    std::string failure;
-    // Another test may take the port between FreePort and the server's bind: then try another.
-    for (int attempt = 0; attempt < 3 && !process_; ++attempt) {
-      port_ = FreePort();
-      std::vector<std::string> argv = {"/usr/bin/webhook", "-hooks", hooks_file, "-ip", "127.0.0.1",
-                                       "-port", std::to_string(port_), "-verbose"};
-      argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-      auto p = std::make_unique<test::Process>(argv, std::vector<std::string>{}, "webhook");
-      test::WaitFor([&] { return Accepting(port_) || p->Wait(0ms).has_value(); }, 10s);
-      if (!p->Wait(0ms) && Accepting(port_)) process_ = std::move(p);
-      else failure = p->Output();
-    }
-    INFO("webhook did not start: " << failure);
-    REQUIRE(process_);
-  }
-  std::string Url(const std::string& hook) const {
-    return "http://127.0.0.1:" + std::to_string(port_) + "/hooks/" + hook;
-  }
-  int port() const { return port_; }
-  std::string Log() const { return process_->Output(); }
-
- private:
-  int port_ = 0;
-  std::unique_ptr<test::Process> process_;
-};
+using test::WebhookServer;
 
 WebhookConfig LocalConfig(const std::string& secret = kSecret) {
   WebhookConfig c;

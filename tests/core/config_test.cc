@@ -140,7 +140,7 @@ event_types:
   CHECK_THAT(LoadError("event_types:\n  a.b: {}\n"), Contains("channels: name at least one channel"));
 }
 
-TEST_CASE("Config: channel settings are typed per channel; unknown keys are refused") {
+TEST_CASE("Config: channel settings are typed per channel, unknown keys are refused") {
   Config c = LoadConfigText("channels:\n  webhook: { rate: 30, burst: 5, secret: s3cret, timeout: 2s }\n", "x",
                             {"HERALD_CHANNELS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true", "HERALD_CHANNELS_EMAIL_RATE=10"});
   CHECK(c.channels.at("webhook").rate == 30);

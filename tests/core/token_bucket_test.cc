@@ -33,7 +33,7 @@ TEST_CASE("TokenBucket: a burst of 100 at 30/s is all served, never above 30 + b
   CHECK(duration<double>(uses.back() - t0).count() == Approx(95.0 / 30).epsilon(0.01));
 }
 
-TEST_CASE("TokenBucket: steady arrivals below the rate never wait; a quiet bucket refills to burst") {
+TEST_CASE("TokenBucket: steady arrivals below the rate never wait, a quiet bucket refills to burst") {
   const TokenBucket::TimePoint t0{};
   TokenBucket bucket(10, 3, t0);
   for (int i = 0; i < 50; ++i) CHECK(bucket.Reserve(t0 + milliseconds(200) * i) == TokenBucket::Duration::zero());

@@ -133,7 +133,7 @@ TEST_CASE("Decide rule 4: the in-app entry is written whenever in-app is a candi
   });
 }
 
-TEST_CASE("Decide rule 5: active means in-app only; otherwise push, else e-mail, with e-mail as fallback") {
+TEST_CASE("Decide rule 5: active means in-app only, otherwise push, else e-mail, with e-mail as fallback") {
   Check({
       {"active user", [](auto&, auto&, auto&, DecisionInput& in) { in.active = true; }, {"in_app"}, {},
        "rule 5 push skipped: user is active: in-app only"},

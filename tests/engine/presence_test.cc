@@ -6,7 +6,7 @@
 using namespace herald;
 using namespace std::chrono_literals;
 
-TEST_CASE("Presence: heartbeats count for the TTL; background and expiry make the user inactive") {
+TEST_CASE("Presence: heartbeats count for the TTL, background and expiry make the user inactive") {
   const SystemTime t0 = *ParseRfc3339("2026-11-22T10:00:00Z");
   LocalPresence p(60s);
   CHECK_FALSE(p.IsActive("u-1", t0));

@@ -11,7 +11,7 @@
 using namespace herald;
 using namespace herald::test;
 
-TEST_CASE("Crash: heraldd killed mid fan-out of 10,000 recipients; after restart each has one delivery id") {
+TEST_CASE("Crash: heraldd killed mid fan-out of 10,000 recipients, after restart each has one delivery id") {
   Vhost vhost("crash");
   std::string dir = "/tmp/herald-test-" + std::to_string(::getpid()) + "-crash";
   std::vector<std::string> env = {"HERALD_BROKER_URL=" + vhost.url(), "HERALD_STORE_URL=sqlite://" + dir + "/herald.db",

@@ -17,32 +17,10 @@ using namespace herald;
 using namespace herald::test;
 using nlohmann::json;
 
-namespace {
-std::map<std::string, int> Received(const std::string& file) {
-  std::map<std::string, int> out;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) ++out[line];
-  }
-  return out;
-}
-}  // namespace
-
-TEST_CASE("Worker crash: heraldd killed mid-delivery; after restart every webhook arrived, repeats only in flight") {
+TEST_CASE("Worker crash: heraldd killed mid-delivery, after restart every webhook arrived, repeats only in flight") {
   const std::string log = TempFile("received.log", "");
   // The hook records the Idempotency-Key of every request that passed the signature check.
-  WebhookServer server(json::array({{
-      {"id", "deliver"},
-      {"execute-command", "/bin/sh"},
-      {"pass-arguments-to-command", json::array({{{"source", "string"}, {"name", "-c"}},
-                                                 {{"source", "string"}, {"name", "echo \"$1\" >> " + log}},
-                                                 {{"source", "string"}, {"name", "sh"}},
-                                                 {{"source", "header"}, {"name", "Idempotency-Key"}}})},
-      {"trigger-rule", {{"match", {{"type", "payload-hmac-sha256"}, {"secret", "crash-secret"},
-                                   {"parameter", {{"source", "header"}, {"name", "X-Herald-Signature"}}}}}}},
-      {"trigger-rule-mismatch-http-response-code", 403},
-  }}).dump());
+  WebhookServer server(RecordingHooks("deliver", "crash-secret", log));
 
   Vhost vhost("worker-crash");
   std::string dir = "/tmp/herald-test-" + std::to_string(::getpid()) + "-worker-crash";
@@ -74,22 +52,22 @@ TEST_CASE("Worker crash: heraldd killed mid-delivery; after restart every webhoo
   size_t at_kill = 0;
   {
     Process first(argv, env, "heraldd-worker-1");
-    REQUIRE(WaitFor([&] { return Received(log).size() >= 30; }, 30s, 5ms));
+    REQUIRE(WaitFor([&] { return LineCounts(log).size() >= 30; }, 30s, 5ms));
     first.Signal(SIGKILL);
     REQUIRE(first.Wait(10s) == std::optional<int>(128 + SIGKILL));
-    at_kill = Received(log).size();
+    at_kill = LineCounts(log).size();
   }
   INFO("delivered when killed: " << at_kill);
   REQUIRE(at_kill < static_cast<size_t>(n));  // it really was in the middle
 
   Process second(argv, env, "heraldd-worker-2");
-  REQUIRE(WaitFor([&] { return Received(log).size() == static_cast<size_t>(n); }, 60s, 50ms));
+  REQUIRE(WaitFor([&] { return LineCounts(log).size() == static_cast<size_t>(n); }, 60s, 50ms));
   Peek peek(vhost.url());
   CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 10s));
   second.Signal(SIGTERM);
   CHECK(second.Wait(30s) == std::optional<int>(0));
 
-  auto received = Received(log);
+  auto received = LineCounts(log);
   int repeats = 0;
   for (const auto& [key, count] : received) repeats += count - 1;
   INFO("repeats: " << repeats);

@@ -478,7 +478,7 @@ TEST_CASE("Store: a store at schema version 5 gains the inbox, sent deliveries a
   REQUIRE(store->PutDeadLetter(d).ok());
 }
 
-TEST_CASE("Store: an inbox entry is written once; writing it again reports the existing seq", "[store]") {
+TEST_CASE("Store: an inbox entry is written once, writing it again reports the existing seq", "[store]") {
   TempStore store("inbox-put");
   InboxEntry a = MakeEntry("n-a", "u-1", 1);
   bool created = false;

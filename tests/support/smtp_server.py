@@ -7,6 +7,8 @@ serve: listens on 127.0.0.1:PORT and
   - stores every accepted message, byte for byte as received after DATA, in the Maildir --maildir;
   - refuses chosen recipients: "tempfail-N@..." answers 451 for its first N attempts (a counter
     per address), then accepts; "reject@..." always answers 550;
+  - with --refuse REPLY, answers every MAIL FROM with REPLY (e.g. "554 5.3.2 not accepting mail"),
+    as a provider that is down;
   - appends one JSON line per event (auth, mail, rcpt, data) to --log.
 
 parse FILE: prints a stored message as JSON, decoded by Python's email package (policy default):
@@ -45,7 +47,9 @@ def serve(args):
     class Handler:
         async def handle_MAIL(self, server, session, envelope, address, mail_options):
             record(event="mail", peer_port=session.peer[1], address=address, tls=bool(session.ssl),
-                   authenticated=bool(session.authenticated))
+                   authenticated=bool(session.authenticated), reply=args.refuse or "250 OK")
+            if args.refuse:
+                return args.refuse
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
             return "250 OK"
@@ -142,6 +146,7 @@ def main():
     p.add_argument("--password", default="secret")
     p.add_argument("--smtps", action="store_true", help="implicit TLS instead of STARTTLS")
     p.add_argument("--plain", action="store_true", help="no TLS and no AUTH at all")
+    p.add_argument("--refuse", help="answer every MAIL FROM with this reply, e.g. '554 5.3.2 not accepting mail'")
     serve(p.parse_args())
 
 

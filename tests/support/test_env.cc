@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -292,23 +293,16 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-WebhookServer::WebhookServer(const std::string& hooks_json) : port_(FreePort()) {
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/bin/webhook", "-hooks", TempFile("hooks.json", hooks_json), "-ip", "127.0.0.1",
-                               "-port", std::to_string(port_), "-verbose"},
-      std::vector<std::string>{}, "webhook-server");
-  bool up = WaitFor([&] {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    return ok;
-  }, 10s);
-  INFO(process_->Output());
-  REQUIRE(up);
+WebhookServer::WebhookServer(const std::string& hooks_json, const std::vector<std::string>& extra_args) : port_(0) {
+  std::string hooks = TempFile("hooks.json", hooks_json);
+  process_ = StartServer(
+      [&](int port) {
+        std::vector<std::string> argv = {"/usr/bin/webhook", "-hooks", hooks, "-ip", "127.0.0.1",
+                                         "-port", std::to_string(port), "-verbose"};
+        argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+        return argv;
+      },
+      "webhook-server", port_);
 }
 
 std::string WebhookServer::Url(const std::string& hook) const {
@@ -321,6 +315,81 @@ std::string TempFile(const std::string& name, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
   return path;
+}
+
+std::string RecordingHooks(const std::string& id, const std::string& secret, const std::string& log,
+                           const std::string& header) {
+  using nlohmann::json;
+  return json::array({{
+                          {"id", id},
+                          {"execute-command", "/bin/sh"},
+                          {"pass-arguments-to-command",
+                           json::array({{{"source", "string"}, {"name", "-c"}},
+                                        {{"source", "string"}, {"name", "echo \"$1\" >> '" + log + "'"}},
+                                        {{"source", "string"}, {"name", "sh"}},
+                                        {{"source", "header"}, {"name", header}}})},
+                          {"trigger-rule", {{"match", {{"type", "payload-hmac-sha256"}, {"secret", secret},
+                                                       {"parameter", {{"source", "header"}, {"name", "X-Herald-Signature"}}}}}}},
+                          {"trigger-rule-mismatch-http-response-code", 403},
+                      }})
+      .dump();
+}
+
+std::map<std::string, int> LineCounts(const std::string& file) {
+  std::map<std::string, int> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) ++out[line];
+  }
+  return out;
+}
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+bool Accepting(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+TempDir::TempDir(const std::string& hint) {
+  std::string tmpl = "/tmp/" + hint + "-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  path = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+std::unique_ptr<Process> StartServer(const std::function<std::vector<std::string>(int port)>& argv_for,
+                                     const std::string& name, int& port, Millis timeout) {
+  const bool pick = port == 0;
+  std::string failure;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (pick) port = FreePort();
+    auto p = std::make_unique<Process>(argv_for(port), std::vector<std::string>{}, name);
+    WaitFor([&] { return Accepting(port) || p->Wait(0ms).has_value(); }, timeout);
+    if (!p->Wait(0ms) && Accepting(port)) return p;
+    failure = p->Output();
+  }
+  INFO(name << " did not start: " << failure);
+  FAIL(name << " did not start on 127.0.0.1:" << port);
+  return nullptr;
 }
 
 }  // namespace herald::test

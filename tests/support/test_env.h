@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -98,19 +100,51 @@ int PikaPublish(const std::string& url, const std::string& exchange, const std::
 // A loopback TCP port that was free a moment ago.
 int FreePort();
 
-// Debian's `webhook` server on 127.0.0.1 with `hooks_json`; ended by PID with the object.
+// Debian's `webhook` server on 127.0.0.1 and a free port with `hooks_json` and `extra_args`
+// (e.g. {"-header", "Retry-After=7"}); ended by PID with the object.
 class WebhookServer {
  public:
-  explicit WebhookServer(const std::string& hooks_json);
+  explicit WebhookServer(const std::string& hooks_json, const std::vector<std::string>& extra_args = {});
   int port() const { return port_; }
   std::string Url(const std::string& hook) const;
+  std::string Log() const { return process_->Output(); }
 
  private:
   int port_;
   std::unique_ptr<Process> process_;
 };
 
+// Hooks for WebhookServer: hook `id` appends the `header` of every request signed with `secret`
+// (X-Herald-Signature) as one line to the file `log`; an unsigned request gets 403.
+std::string RecordingHooks(const std::string& id, const std::string& secret, const std::string& log,
+                           const std::string& header = "Idempotency-Key");
+
+// Each distinct non-empty line of a file and how many times it occurs.
+std::map<std::string, int> LineCounts(const std::string& file);
+
 // Writes `text` to a fresh temporary file and returns its path.
 std::string TempFile(const std::string& name, const std::string& text);
+
+// A whole file; nullopt if it cannot be read.
+std::optional<std::string> ReadFile(const std::string& path);
+
+// Whether something accepts TCP connections on 127.0.0.1:`port` now.
+bool Accepting(int port);
+
+// A fresh directory under /tmp, removed with its contents by the destructor.
+struct TempDir {
+  explicit TempDir(const std::string& hint = "herald");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string path;
+};
+
+// Runs a local server, `argv_for(port)`, until it accepts connections on 127.0.0.1:port. With
+// `port` 0 it picks a free port and tries others if another process takes one first; it sets
+// `port` to the one in use. With a given port (a restart where clients expect the server), it
+// tries that port again. Fails the test with the server's output if it never accepts.
+std::unique_ptr<Process> StartServer(const std::function<std::vector<std::string>(int port)>& argv_for,
+                                     const std::string& name, int& port, Millis timeout = 15s);
 
 }  // namespace herald::test

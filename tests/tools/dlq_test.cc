@@ -1,14 +1,18 @@
 // `herald dlq`: the operator's view of the dead letters, run as the real binary against a store
-// filled directly and, for replays, a vhost of its own.
+// filled directly and, for replays, a vhost of its own; on a terminal (a pseudo-terminal from
+// tests/support/pty_run.py) where that matters, and with heraldd delivering what is replayed to
+// Debian's webhook server where delivery counts.
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <set>
 
 #include "core/time.h"
 #include "store/store.h"
 #include "tests/support/test_env.h"
+#include "tests/support/worker_harness.h"
 
 using namespace herald;
 using namespace herald::test;
@@ -79,6 +83,35 @@ std::vector<long long> JsonIds(const std::string& out) {
   return ids;
 }
 
+// Runs the command on a pseudo-terminal (standard input, output and error); with `expect`, types
+// `answer` once `expect` was printed. `out` gets everything the command wrote, "\r" included.
+int RunOnTerminal(const std::vector<std::string>& argv, const std::vector<std::string>& env, std::string* out,
+                  const std::string& expect = "", const std::string& answer = "") {
+  std::vector<std::string> cmd = {"/usr/bin/python3", SourceDir() + "/tests/support/pty_run.py", "--timeout", "60"};
+  if (!expect.empty()) cmd.insert(cmd.end(), {"--expect", expect, "--answer", answer});
+  cmd.push_back("--");
+  cmd.insert(cmd.end(), argv.begin(), argv.end());
+  return Run(cmd, env, out, 90s);
+}
+
+// A vhost with Herald's topology, and the environment that points herald at it and at a fresh store.
+struct ReplaySetup {
+  explicit ReplaySetup(const std::string& name, std::vector<std::string> extra_env = {})
+      : vhost(name), url(StoreUrl(name)) {
+    env = {"HERALD_STORE_URL=" + url, "HERALD_BROKER_URL=" + vhost.url(), "HERALD_BROKER_RECONNECT_MAX=1s"};
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    std::string out;
+    int rc = Run({Herald(), "--config", SourceDir() + "/config/herald.yaml", "topology", "declare"}, env, &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+    store = OpenTestStore(url);
+  }
+  Vhost vhost;
+  std::string url;
+  std::vector<std::string> env;
+  std::unique_ptr<Store> store;
+};
+
 std::vector<long long> StoredIds(Store& store) {
   DeadLetterFilter f;
   f.limit = 100000;
@@ -91,7 +124,7 @@ std::vector<long long> StoredIds(Store& store) {
 
 }  // namespace
 
-TEST_CASE("dlq list: filters select exactly the expected ids") {
+TEST_CASE("dlq list: filters select exactly the expected ids", "[dlq]") {
   std::string url = StoreUrl("dlq-list");
   auto store = OpenTestStore(url);
   FillSix(*store);
@@ -141,7 +174,7 @@ TEST_CASE("dlq list: filters select exactly the expected ids") {
   CHECK_THAT(out, Contains("no dead letters match"));
 }
 
-TEST_CASE("dlq: bad filters and unknown ids are clear errors") {
+TEST_CASE("dlq: bad filters and unknown ids are clear errors", "[dlq]") {
   std::string url = StoreUrl("dlq-errors");
   auto store = OpenTestStore(url);
   FillSix(*store);
@@ -171,7 +204,7 @@ TEST_CASE("dlq: bad filters and unknown ids are clear errors") {
   CHECK(StoredIds(*store).size() == 6);
 }
 
-TEST_CASE("dlq show prints the whole letter") {
+TEST_CASE("dlq show prints the whole letter", "[dlq]") {
   std::string url = StoreUrl("dlq-show");
   auto store = OpenTestStore(url);
   FillSix(*store);
@@ -183,7 +216,7 @@ TEST_CASE("dlq show prints the whole letter") {
   CHECK_THAT(out, Contains("2026-11-20T13:00:00.000Z"));
 }
 
-TEST_CASE("dlq purge: --yes deletes the selection only; without a terminal it refuses; audit records it") {
+TEST_CASE("dlq purge: --yes deletes the selection only, without a terminal it refuses, audit records it", "[dlq]") {
   std::string url = StoreUrl("dlq-purge");
   auto store = OpenTestStore(url);
   FillSix(*store);
@@ -213,16 +246,13 @@ TEST_CASE("dlq purge: --yes deletes the selection only; without a terminal it re
   CHECK_THAT(out, Contains("ops-ann") && Contains("purge") && Contains("{\"channel\":\"email\"}"));
 }
 
-TEST_CASE("dlq replay: jobs go back to their channel as first attempts; rows go after the confirm") {
-  Vhost vhost("dlq-replay");
-  std::string url = StoreUrl("dlq-replay");
-  std::vector<std::string> env = {"HERALD_STORE_URL=" + url, "HERALD_BROKER_URL=" + vhost.url(),
-                                  "HERALD_BROKER_RECONNECT_MAX=1s", "USER=tester"};
+TEST_CASE("dlq replay: jobs go back to their channel as first attempts, rows go after the confirm", "[dlq]") {
+  ReplaySetup setup("dlq-replay", {"USER=tester"});
+  const auto& env = setup.env;
+  auto& store = setup.store;
   std::string out;
-  REQUIRE(Run({Herald(), "--config", SourceDir() + "/config/herald.yaml", "topology", "declare"}, env, &out) == 0);
-  auto store = OpenTestStore(url);
   FillSix(*store);
-  Peek peek(vhost.url());
+  Peek peek(setup.vhost.url());
 
   // Dry run: lists, changes nothing, publishes nothing, is audited.
   REQUIRE(Run({Herald(), "dlq", "replay", "--channel", "email", "--dry-run"}, env, &out) == 0);
@@ -267,33 +297,160 @@ TEST_CASE("dlq replay: jobs go back to their channel as first attempts; rows go 
   CHECK_THAT(out, Contains("replay") && Contains("tester"));
 }
 
-TEST_CASE("dlq replay killed halfway loses nothing; a second replay finishes") {
-  Vhost vhost("dlq-kill");
-  std::string url = StoreUrl("dlq-kill");
-  std::vector<std::string> env = {"HERALD_STORE_URL=" + url, "HERALD_BROKER_URL=" + vhost.url(),
-                                  "HERALD_BROKER_RECONNECT_MAX=1s"};
-  std::string out;
-  REQUIRE(Run({Herald(), "--config", SourceDir() + "/config/herald.yaml", "topology", "declare"}, env, &out) == 0);
-  auto store = OpenTestStore(url);
-  for (int i = 1; i <= 60; ++i) {
-    DeadLetter d = Letter(i, "push", "permanent", "a.b", "u-" + std::to_string(i), kBase);
-    REQUIRE(store->PutDeadLetter(d).ok());
-  }
-  {
-    Process replay({Herald(), "dlq", "replay", "--rate", "20"}, env, "dlq-kill-1");
-    // About halfway: 60 at 20/s takes 3 s.
-    REQUIRE(WaitFor([&] { return StoredIds(*store).size() <= 35; }, 10s));
-    replay.Signal(SIGKILL);
-    replay.Wait(5s);
-  }
-  size_t left = StoredIds(*store).size();
-  CHECK(left > 0);
-  CHECK(left < 60);
-  REQUIRE(Run({Herald(), "dlq", "replay"}, env, &out) == 0);
-  CHECK(StoredIds(*store).empty());
 
-  std::set<std::string> seen;
-  for (const auto& m : Peek(vhost.url()).Drain("herald.deliver.push")) seen.insert(m.message_id);
-  CHECK(seen.size() == 60);
-  for (int i = 1; i <= 60; ++i) CHECK(seen.count("d-" + std::to_string(i)) == 1);
+TEST_CASE("dlq purge on a terminal asks first: y deletes and is audited, n keeps everything", "[dlq]") {
+  std::string url = StoreUrl("dlq-purge-tty");
+  auto store = OpenTestStore(url);
+  FillSix(*store);
+  std::vector<std::string> env = {"HERALD_STORE_URL=" + url, "USER=ops-bob"};
+  std::string out;
+  for (const std::string no : {"n", "", "nein"}) {
+    INFO("answer \"" << no << "\"");
+    REQUIRE(RunOnTerminal({Herald(), "dlq", "purge", "--channel", "email"}, env, &out, "[y/N] ", no) == 0);
+    INFO(out);
+    CHECK_THAT(out, Contains("delete 3 dead letters? [y/N] "));
+    CHECK_THAT(out, Contains("nothing deleted"));
+    CHECK(StoredIds(*store).size() == 6);
+  }
+  std::vector<AuditRecord> audit;
+  REQUIRE(store->ListAudit(10, audit).ok());
+  CHECK(audit.empty());  // declined: nothing done, nothing to audit
+
+  REQUIRE(RunOnTerminal({Herald(), "dlq", "purge", "--channel", "email"}, env, &out, "[y/N] ", "y") == 0);
+  INFO(out);
+  CHECK_THAT(out, Contains("delete 3 dead letters? [y/N] "));
+  CHECK_THAT(out, Contains("deleted 3 dead letter(s)"));
+  CHECK(StoredIds(*store) == std::vector<long long>{2, 4, 6});
+  REQUIRE(store->ListAudit(10, audit).ok());
+  REQUIRE(audit.size() == 1);
+  CHECK(audit[0].action == "purge");
+  CHECK(audit[0].actor == "ops-bob");
+  CHECK(audit[0].count == 3);
+}
+
+TEST_CASE("dlq replay shows its progress line (rate, ETA) on a terminal only", "[dlq]") {
+  ReplaySetup setup("dlq-progress");
+  for (int i = 1; i <= 20; ++i) {
+    DeadLetter d = Letter(i, i <= 10 ? "push" : "webhook", "permanent", "a.b", "u-1", kBase);
+    REQUIRE(setup.store->PutDeadLetter(d).ok());
+  }
+  std::string out;
+  REQUIRE(RunOnTerminal({Herald(), "dlq", "replay", "--channel", "push", "--rate", "20"}, setup.env, &out) == 0);
+  INFO(out);
+  CHECK_THAT(out, Contains("\rreplayed ") && Contains("/10  ") && Contains("/s  ETA "));
+  CHECK_THAT(out, Contains("\rreplayed 10/10  "));
+  CHECK_THAT(out, Contains("replayed 10 of 10 dead letter(s)"));
+
+  REQUIRE(Run({Herald(), "dlq", "replay", "--channel", "webhook", "--rate", "20"}, setup.env, &out) == 0);
+  INFO(out);
+  CHECK(out == "replayed 10 of 10 dead letter(s)\n");  // no progress line in a log file or a pipe
+  CHECK(StoredIds(*setup.store).empty());
+}
+
+TEST_CASE("dlq replay interrupted (SIGINT) stops, deletes exactly the rows whose jobs the broker confirmed", "[dlq]") {
+  ReplaySetup setup("dlq-sigint");
+  for (int i = 1; i <= 40; ++i) {
+    DeadLetter d = Letter(i, "push", "permanent", "a.b", "u-" + std::to_string(i), kBase);
+    REQUIRE(setup.store->PutDeadLetter(d).ok());
+  }
+  Process replay({Herald(), "dlq", "replay", "--rate", "10"}, setup.env, "dlq-sigint");
+  REQUIRE(WaitFor([&] { return StoredIds(*setup.store).size() <= 36; }, 15s));
+  replay.Signal(SIGINT);
+  REQUIRE(replay.Wait(20s) == std::optional<int>(130));
+  INFO(replay.Output());
+  CHECK_THAT(replay.Output(), Contains("interrupted; the rest are still stored (run the replay again)"));
+  std::vector<long long> left = StoredIds(*setup.store);
+  CHECK(left.size() >= 20);  // it stopped long before the end
+  CHECK_THAT(replay.Output(), Contains("replayed " + std::to_string(40 - left.size()) + " of 40 dead letter(s)"));
+  std::multiset<long long> from;
+  for (const auto& m : Peek(setup.vhost.url()).Drain("herald.deliver.push")) {
+    from.insert(m.headers["x-herald-replayed-from"].get<long long>());
+  }
+  // Every job on the queue left the store, and every row that left the store is on the queue, once.
+  CHECK(from.size() == 40 - left.size());
+  for (long long id = 1; id <= 40; ++id) {
+    bool stored = std::find(left.begin(), left.end(), id) != left.end();
+    CHECK(from.count(id) == (stored ? 0u : 1u));
+  }
+}
+
+TEST_CASE("dlq replay without a reachable broker fails clearly and keeps every row", "[dlq]") {
+  std::string url = StoreUrl("dlq-nobroker");
+  auto store = OpenTestStore(url);
+  FillSix(*store);
+  std::string out;
+  CHECK(Run({Herald(), "dlq", "replay", "--channel", "email"},
+            {"HERALD_STORE_URL=" + url, "HERALD_BROKER_URL=amqp://guest:guest@127.0.0.1:1/"}, &out) == 1);
+  CHECK_THAT(out, Contains("herald: cannot reach the broker within 10s; nothing was replayed"));
+  CHECK(StoredIds(*store).size() == 6);
+}
+
+namespace {
+
+// A stored dead letter of a real webhook job for `url`, as a worker would have left it.
+DeadLetter WebhookLetter(int n, const std::string& url) {
+  nlohmann::json job = Job("webhook", "u-" + std::to_string(n));
+  job["contact"]["url"] = url;
+  job["attempt"] = 6;
+  job["first_failed_at"] = "2026-11-20T09:50:00.000Z";
+  job["last_error"] = "HTTP 503";
+  DeadLetter d = Letter(n, "webhook", "attempts_exhausted", "billing.invoice.paid", job["user_id"].get<std::string>(),
+                        kBase);
+  d.delivery_id = job["delivery_id"].get<std::string>();
+  d.job_json = job.dump();
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("dlq replay killed halfway (kill -9), then again: heraldd delivers every job exactly once", "[dlq]") {
+  const std::string log = TempFile("dlq-kill-received.log", "");
+  WebhookServer server(RecordingHooks("deliver", "dlq-kill-secret", log));
+  // One send at a time, so a job replayed twice (its row outlived the kill) reaches the worker
+  // after its first copy was recorded as sent: the repeat is skipped, never sent.
+  ReplaySetup setup("dlq-kill", {"HERALD_CHANNELS_WEBHOOK_SECRET=dlq-kill-secret",
+                                 "HERALD_CHANNELS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true",
+                                 "HERALD_CHANNELS_WEBHOOK_CONCURRENCY=1", "HERALD_LOG_LEVEL=debug"});
+  const int n = 60;
+  std::set<std::string> ids;
+  for (int i = 1; i <= n; ++i) {
+    DeadLetter d = WebhookLetter(i, server.Url("deliver"));
+    ids.insert(d.delivery_id);
+    REQUIRE(setup.store->PutDeadLetter(d).ok());
+  }
+  Process worker({BinaryDir() + "/heraldd", "--config", SourceDir() + "/config/herald.yaml", "--roles", "worker"},
+                 setup.env, "dlq-kill-heraldd");
+  REQUIRE(WaitFor([&] { return worker.OutputContains("started"); }, 15s));
+  {
+    Process replay({Herald(), "dlq", "replay", "--rate", "20"}, setup.env, "dlq-kill-1");
+    // About halfway: 60 at 20/s takes 3 s.
+    REQUIRE(WaitFor([&] { return StoredIds(*setup.store).size() <= 35; }, 10s));
+    replay.Signal(SIGKILL);
+    REQUIRE(replay.Wait(5s) == std::optional<int>(128 + SIGKILL));
+  }
+  size_t left = StoredIds(*setup.store).size();
+  INFO("left after the kill: " << left);
+  CHECK(left > 0);
+  CHECK(left < static_cast<size_t>(n));
+  std::string out;
+  REQUIRE(Run({Herald(), "dlq", "replay"}, setup.env, &out) == 0);
+  INFO(out);
+  CHECK(StoredIds(*setup.store).empty());
+
+  // Delivered: each job's Idempotency-Key arrived at the webhook server, signed, exactly once.
+  REQUIRE(WaitFor([&] { return LineCounts(log).size() == static_cast<size_t>(n); }, 60s, 50ms));
+  Peek peek(setup.vhost.url());
+  CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 10s));
+  worker.Signal(SIGTERM);
+  CHECK(worker.Wait(30s) == std::optional<int>(0));  // every job in hand finished
+  auto received = LineCounts(log);
+  std::set<std::string> keys;
+  for (const auto& [key, count] : received) {
+    INFO(key);
+    CHECK(count == 1);
+    keys.insert(key);
+  }
+  CHECK(keys == ids);
+  CHECK(StoredIds(*setup.store).empty());  // and nothing failed again
+  CHECK(peek.Depth("herald.dlq") == 0);
 }

@@ -23,43 +23,6 @@ using Steady = std::chrono::steady_clock;
 
 namespace {
 
-class ScriptedChannel final : public Channel {
- public:
-  explicit ScriptedChannel(std::vector<SendResult> script, SendResult then = SendResult::Ok())
-      : script_(std::move(script)), then_(std::move(then)) {}
-  SendResult Send(const DeliveryJob& job) override {
-    std::lock_guard l(mu_);
-    calls_.push_back({Steady::now(), job.delivery_id, job.attempt});
-    return calls_.size() <= script_.size() ? script_[calls_.size() - 1] : then_;
-  }
-  struct Call {
-    Steady::time_point at;
-    std::string delivery_id;
-    long long attempt;
-  };
-  std::vector<Call> Calls() {
-    std::lock_guard l(mu_);
-    return calls_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<SendResult> script_;
-  SendResult then_;
-  std::vector<Call> calls_;
-};
-
-json Job(const std::string& channel, const std::string& user, json fallback = json::array()) {
-  const std::string id = DeliveryId("evt-w", user, channel);
-  return {{"v", 1},           {"delivery_id", id},
-          {"notification_id", NotificationId("evt-w", user)},
-          {"event", {{"id", "evt-w"}, {"type", "billing.invoice.paid"}}},
-          {"user_id", user},  {"locale", "en"},
-          {"channel", channel}, {"contact", {{"url", "https://hooks.example.org/x"}}},
-          {"content", {{"title", "T"}, {"body", "B"}}}, {"data", {{"amount", "1"}}},
-          {"attempt", 1},     {"fallback", fallback}};
-}
-
 double Seconds(Steady::duration d) { return std::chrono::duration<double>(d).count(); }
 
 }  // namespace
