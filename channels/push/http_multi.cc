@@ -77,10 +77,9 @@ bool Configure(HttpMulti::Transfer& t) {
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<Millis::rep>(1, q.timeout.count())));
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::max<Millis::rep>(1, std::min(q.connect_timeout, q.timeout).count())));
-  const bool plain = q.url.rfind("http://", 0) == 0;
-  long version = !q.http2 ? (plain ? CURL_HTTP_VERSION_1_1 : CURL_HTTP_VERSION_2TLS)
-                          : (plain ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : CURL_HTTP_VERSION_2_0);
-  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, version);
+  // HTTP/2 where TLS negotiates it (ALPN), else HTTP/1.1. (Cleartext HTTP/2 with prior
+  // knowledge is not offered: libcurl 7.88 fails concurrent streams on such connections.)
+  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
   // Wait for a connection being set up to say whether it multiplexes, instead of opening more.
   curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L);
   if (!q.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, q.ca_file.c_str());

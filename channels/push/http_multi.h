@@ -30,7 +30,6 @@ struct HttpRequest {
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;                  // POSTed (every push provider request is a POST)
-  bool http2 = false;        // h2 required: ALPN over TLS, prior knowledge on http:// (APNs)
   Millis timeout{10000};     // the whole request
   Millis connect_timeout{3000};
   std::string ca_file;       // PEM bundle to verify the server with instead of the system's

@@ -343,7 +343,7 @@ Status ValidatePushConfig(const PushConfig& c) {
       if (HasControlChars(*value)) return Status::Invalid(Key(key) + ": control characters");
     }
   }
-  if (Status s = CheckBaseUrl(c.apns_url, "apns_url", c.allow_insecure_endpoints); !s.ok()) return s;
+  if (Status s = CheckBaseUrl(c.apns_url, "apns_url", false); !s.ok()) return s;  // HTTP/2 needs TLS here
   static const char* const kPushTypes[] = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
                                            "location", "liveactivity", "pushtotalk"};
   if (std::none_of(std::begin(kPushTypes), std::end(kPushTypes), [&](const char* t) { return c.apns_push_type == t; })) {
@@ -587,6 +587,7 @@ void PushChannel::Impl::PrepareWebPush(Target& t, const json& entry, const std::
   }
   std::string jwt = VapidJwt(origin);
   if (jwt.empty()) return void(t.outcome = Fail(K::kRetryable, "VAPID: signing the JWT failed (OpenSSL)"));
+  t.request.url = endpoint;
   t.request.body = std::move(body);
   t.request.headers = {"Content-Type: application/octet-stream", "Content-Encoding: aes128gcm",
                        "TTL: " + std::to_string(f.ttl_seconds),
@@ -605,7 +606,6 @@ void PushChannel::Impl::PrepareApns(Target& t, const std::string& payload, const
   std::string jwt = ApnsJwt(false);
   if (jwt.empty()) return void(t.outcome = Fail(K::kRetryable, "APNs: signing the provider token failed (OpenSSL)"));
   t.request.url = TrimSlash(config.apns_url) + "/3/device/" + t.id;
-  t.request.http2 = true;
   t.request.body = payload;
   t.request.headers = {"Content-Type: application/json",
                        "authorization: bearer " + jwt,
@@ -731,6 +731,10 @@ SendResult PushChannel::Send(const DeliveryJob& job) {
       } else if (t.kind == "fcm") {
         t.outcome = MapFcmResponse(r.status, r.body, RetryAfterOf(r));
         if (t.outcome->renew_credentials) m.DropFcmToken();
+      } else if (r.http_version != CURL_HTTP_VERSION_2_0) {
+        t.outcome = Fail(K::kPermanent, "APNs answered HTTP " + std::to_string(r.status) +
+                                            " over HTTP/1; APNs speaks HTTP/2 only (is " + Key("apns_url") +
+                                            " an APNs server?)");
       } else {
         t.outcome = MapApnsResponse(r.status, r.body, RetryAfterOf(r));
         if (t.outcome->renew_credentials) m.ApnsJwt(true);

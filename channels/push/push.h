@@ -60,8 +60,9 @@ struct PushConfig {
   Millis ttl{86400000};           // how long providers keep an undelivered message (TTL,
                                   // apns-expiration, android.ttl); clipped to the event's expiry
   std::string ca_file;            // PEM bundle to verify every push server with, instead of the system's
-  // Lets Web Push endpoints use http:// and reach loopback and private addresses, and FCM/APNs
-  // base URLs use http:// (HTTP/2 prior knowledge for APNs). For local testing only.
+  // Lets Web Push endpoints use http:// and reach loopback and private addresses, and the FCM
+  // URLs (fcm_url, the service account's token_uri) use http://. For local testing only.
+  // (apns_url is always https://: APNs is HTTP/2, which libcurl multiplexes only over TLS.)
   bool allow_insecure_endpoints = false;
 
   // Web Push: VAPID key (a PEM file path, or the raw 32-byte private key in base64url as

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/time.h"
+#include "tests/support/smtp_harness.h"
 #include "tests/support/test_env.h"
 #include "tests/support/worker_harness.h"
 #include "engine/notification_engine.h"
@@ -31,56 +32,14 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kUser = "herald";
-const std::string kPassword = "s3cret pass";
-const std::string kFrom = "noreply@herald.example.org";
-
-bool Accepting(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/herald-email-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
-
-// A self-signed certificate for CN=localhost, fresh per server.
-struct Cert {
-  std::string cert, key;
-  explicit Cert(const std::string& dir) : cert(dir + "/c.pem"), key(dir + "/k.pem") {
-    std::string out;
-    int rc = test::Run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days",
-                        "1", "-keyout", key, "-out", cert},
-                       {}, &out);
-    INFO(out);
-    REQUIRE(rc == 0);
-  }
-};
+using test::Cert;
+using test::kFrom;
+using test::kPassword;
+using test::kUser;
+using test::Mode;
+using test::ReadFile;
+using test::SmtpServer;
+using test::TempDir;
 
 // Python's email package on one stored message (smtp_server.py parse).
 json Parse(const std::string& path) {
@@ -93,88 +52,6 @@ json Parse(const std::string& path) {
 
 // Parses a message given as text (BuildMessage's output), without a server.
 json ParseText(const std::string& message) { return Parse(test::TempFile("message.eml", message)); }
-
-enum class Mode { kStartTls, kSmtps, kPlain };
-
-// smtp_server.py on 127.0.0.1 and a free port, ended by PID with this object.
-class SmtpServer {
- public:
-  explicit SmtpServer(Mode mode = Mode::kStartTls) : cert_(dir_.path) {
-    maildir_ = dir_.path + "/Maildir";
-    log_ = dir_.path + "/events.jsonl";
-    std::string failure;
-    // Another test may take the port between FreePort and the server's bind: then try another.
-    for (int attempt = 0; attempt < 3 && !process_; ++attempt) {
-      port_ = test::FreePort();
-      std::vector<std::string> argv = {"/usr/bin/python3", test::SourceDir() + "/tests/support/smtp_server.py",
-                                       "--port", std::to_string(port_), "--maildir", maildir_, "--log", log_,
-                                       "--cert", cert_.cert, "--key", cert_.key, "--user", kUser,
-                                       "--password", kPassword};
-      if (mode == Mode::kSmtps) argv.push_back("--smtps");
-      if (mode == Mode::kPlain) argv.push_back("--plain");
-      auto p = std::make_unique<test::Process>(argv, std::vector<std::string>{}, "smtp-server");
-      test::WaitFor([&] { return p->OutputContains("listening on") || p->Wait(0ms).has_value(); }, 15s);
-      if (!p->Wait(0ms) && Accepting(port_)) process_ = std::move(p);
-      else failure = p->Output();
-    }
-    INFO("smtp_server.py did not start: " << failure);
-    REQUIRE(process_);
-  }
-
-  int port() const { return port_; }
-  const std::string& ca_file() const { return cert_.cert; }
-  std::string Log() const { return process_->Output(); }
-
-  // The configuration a production deployment would use against this server.
-  EmailConfig Config() const {
-    EmailConfig c;
-    c.host = "localhost";  // the certificate's name
-    c.port = port_;
-    c.tls = "required";
-    c.username = kUser;
-    c.password = kPassword;
-    c.from_address = kFrom;
-    c.from_name = "Herald Benachrichtigungen";
-    c.ca_file = cert_.cert;
-    c.timeout = 15s;
-    return c;
-  }
-
-  std::vector<std::string> Messages() const {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(maildir_ + "/new", ec)) out.push_back(e.path().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
-  // The stored message with this delivery id, or "" if there is none.
-  std::string MessageFor(const std::string& delivery_id) const {
-    for (const std::string& path : Messages()) {
-      if (ReadFile(path).find("X-Herald-Delivery-Id: " + delivery_id + "\r\n") != std::string::npos) return path;
-    }
-    return "";
-  }
-
-  // The server's event log: auth, mail, rcpt, data.
-  std::vector<json> Events(const std::string& kind = "") const {
-    std::vector<json> out;
-    std::ifstream in(log_);
-    std::string line;
-    while (std::getline(in, line)) {
-      json e = json::parse(line, nullptr, false);
-      if (!e.is_discarded() && (kind.empty() || e["event"] == kind)) out.push_back(e);
-    }
-    return out;
-  }
-
- private:
-  TempDir dir_;
-  Cert cert_;
-  std::string maildir_, log_;
-  int port_ = 0;
-  std::unique_ptr<test::Process> process_;
-};
 
 DeliveryJob MailJob(const std::string& to, const std::string& id = "d-5e0c2b7f00112233445566778899aabb") {
   DeliveryJob j;
