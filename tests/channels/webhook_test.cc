@@ -43,18 +43,6 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
-bool Accepting(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 std::optional<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
@@ -65,18 +53,8 @@ std::optional<std::string> ReadFile(const std::string& path) {
 
 // What the recording hooks write: one file per delivery id.
 struct RecordDir {
-  std::string path;
-  RecordDir() {
-    char tmpl[] = "/tmp/herald-webhook-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~RecordDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  RecordDir(const RecordDir&) = delete;
-  RecordDir& operator=(const RecordDir&) = delete;
+  test::TempDir dir;
+  const std::string& path = dir.path;
   std::optional<std::string> Body(const std::string& id) const { return ReadFile(path + "/" + id); }
   std::optional<std::string> Headers(const std::string& id) const { return ReadFile(path + "/" + id + ".headers"); }
   size_t Count() const {
@@ -155,8 +133,8 @@ class WebhookServer {
                                        "-port", std::to_string(port_), "-verbose"};
       argv.insert(argv.end(), extra_args.begin(), extra_args.end());
       auto p = std::make_unique<test::Process>(argv, std::vector<std::string>{}, "webhook");
-      test::WaitFor([&] { return Accepting(port_) || p->Wait(0ms).has_value(); }, 10s);
-      if (!p->Wait(0ms) && Accepting(port_)) process_ = std::move(p);
+      test::WaitFor([&] { return test::Accepting(port_) || p->Wait(0ms).has_value(); }, 10s);
+      if (!p->Wait(0ms) && test::Accepting(port_)) process_ = std::move(p);
       else failure = p->Output();
     }
     INFO("webhook did not start: " << failure);

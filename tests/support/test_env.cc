@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <random>
@@ -292,21 +293,39 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
+bool Accepting(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+namespace {
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/herald-dir-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+}  // namespace
+
+TempDir::TempDir() : path(MakeTempDir()) {}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
 WebhookServer::WebhookServer(const std::string& hooks_json) : port_(FreePort()) {
   process_ = std::make_unique<Process>(
       std::vector<std::string>{"/usr/bin/webhook", "-hooks", TempFile("hooks.json", hooks_json), "-ip", "127.0.0.1",
                                "-port", std::to_string(port_), "-verbose"},
       std::vector<std::string>{}, "webhook-server");
-  bool up = WaitFor([&] {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    return ok;
-  }, 10s);
+  bool up = WaitFor([&] { return Accepting(port_); }, 10s);
   INFO(process_->Output());
   REQUIRE(up);
 }

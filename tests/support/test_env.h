@@ -98,6 +98,19 @@ int PikaPublish(const std::string& url, const std::string& exchange, const std::
 // A loopback TCP port that was free a moment ago.
 int FreePort();
 
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+bool Accepting(int port);
+
+// A fresh directory under /tmp, removed with everything in it by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string path;
+};
+
 // Debian's `webhook` server on 127.0.0.1 with `hooks_json`; ended by PID with the object.
 class WebhookServer {
  public:
