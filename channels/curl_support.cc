@@ -11,8 +11,7 @@ std::once_flag g_curl_once;
 CURLcode g_curl_init = CURLE_FAILED_INIT;
 std::atomic<std::uint64_t> g_next_owner{1};
 
-constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 constexpr const char* kDays[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
 constexpr const char* kLongDays[] = {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"};
 
@@ -74,8 +73,8 @@ std::optional<SystemTime> ParseHttpDate(std::string_view v, SystemTime now) {
   // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
   {
     Cursor c(v);
-    if (c.OneOf(kDays, wd) && c.Lit(", ") && c.Digits(2, day) && c.Lit(" ") && c.OneOf(kMonths, mon) &&
-        c.Lit(" ") && c.Digits(4, year) && c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" GMT") && c.AtEnd()) {
+    if (c.OneOf(kDays, wd) && c.Lit(", ") && c.Digits(2, day) && c.Lit(" ") && c.OneOf(kMonths, mon) && c.Lit(" ") &&
+        c.Digits(4, year) && c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" GMT") && c.AtEnd()) {
       return MakeTime(year, mon + 1, day, h, m, s);
     }
   }
@@ -85,8 +84,7 @@ std::optional<SystemTime> ParseHttpDate(std::string_view v, SystemTime now) {
     if (c.OneOf(kLongDays, wd) && c.Lit(", ") && c.Digits(2, day) && c.Lit("-") && c.OneOf(kMonths, mon) &&
         c.Lit("-") && c.Digits(2, year) && c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" GMT") && c.AtEnd()) {
       // RFC 9110: a two-digit year more than 50 years ahead is the most recent such year past.
-      int this_year = static_cast<int>(
-          std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
+      int this_year = static_cast<int>(std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
       int full = this_year - this_year % 100 + year;
       if (full > this_year + 50) full -= 100;
       return MakeTime(full, mon + 1, day, h, m, s);

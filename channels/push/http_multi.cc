@@ -30,7 +30,8 @@ namespace {
 size_t KeepBody(char* data, size_t size, size_t n, void* user) {
   auto* r = static_cast<HttpResponse*>(user);
   size_t len = size * n;
-  if (r->body.size() < HttpResponse::kMaxBody) r->body.append(data, std::min(len, HttpResponse::kMaxBody - r->body.size()));
+  if (r->body.size() < HttpResponse::kMaxBody)
+    r->body.append(data, std::min(len, HttpResponse::kMaxBody - r->body.size()));
   return len;
 }
 

@@ -30,7 +30,7 @@ struct HttpRequest {
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;                  // POSTed (every push provider request is a POST)
-  Millis timeout{10000};     // the whole request
+  Millis timeout{10000};             // the whole request
   Millis connect_timeout{3000};
   std::string ca_file;       // PEM bundle to verify the server with instead of the system's
   bool public_only = false;  // SSRF guard: refuse to connect to a non-public address
@@ -38,12 +38,12 @@ struct HttpRequest {
 
 struct HttpResponse {
   CURLcode rc = CURLE_OK;
-  std::string error;   // libcurl's words when rc is not CURLE_OK
-  long status = 0;     // 0 when no response arrived
-  long http_version = 0;  // CURL_HTTP_VERSION_1_1, CURL_HTTP_VERSION_2_0, ...
-  std::string body;    // at most kMaxBody bytes
+  std::string error;                           // libcurl's words when rc is not CURLE_OK
+  long status = 0;                             // 0 when no response arrived
+  long http_version = 0;                       // CURL_HTTP_VERSION_1_1, CURL_HTTP_VERSION_2_0, ...
+  std::string body;                            // at most kMaxBody bytes
   std::map<std::string, std::string> headers;  // of the final response; names in lower case
-  std::string refused;       // the address the SSRF guard refused, if any
+  std::string refused;                         // the address the SSRF guard refused, if any
   const char* refused_why = nullptr;
 
   static constexpr size_t kMaxBody = 64 * 1024;

@@ -103,8 +103,11 @@ bool Urgent(const JobFacts& f) { return f.priority == "critical" || f.priority =
 json ApnsPayload(const DeliveryJob& job) {
   json alert = {{"title", StringField(job.content, "title")}, {"body", StringField(job.content, "body")}};
   return {{"aps", {{"alert", alert}}},
-          {"herald", {{"notification_id", job.notification_id}, {"delivery_id", job.delivery_id},
-                      {"type", StringField(job.event, "type")}, {"data", job.data}}}};
+          {"herald",
+           {{"notification_id", job.notification_id},
+            {"delivery_id", job.delivery_id},
+            {"type", StringField(job.event, "type")},
+            {"data", job.data}}}};
 }
 
 // The FCM message without its token (the size limit is about this part).
@@ -146,15 +149,15 @@ PushOutcome Fail(SendResult::Kind kind, std::string error) {
 
 PushOutcome Transport(const HttpResponse& r, const PushConfig& c) {
   if (!r.refused.empty()) {
-    return Fail(SendResult::Kind::kPermanent, "refusing to connect to " + r.refused + ": " +
-                                                  (r.refused_why ? r.refused_why : "non-public") +
-                                                  " address; push endpoints must be public unless " + kInsecureKey +
-                                                  " is true");
+    return Fail(SendResult::Kind::kPermanent,
+                "refusing to connect to " + r.refused + ": " + (r.refused_why ? r.refused_why : "non-public") +
+                    " address; push endpoints must be public unless " + kInsecureKey + " is true");
   }
   std::string what = ProviderText(r.error, kErrorBodyBytes);
   if (r.rc == CURLE_OPERATION_TIMEDOUT) {
     return Fail(SendResult::Kind::kRetryable, "timeout (channels.push.timeout " + FormatDuration(c.timeout) +
-                                                  ", connect_timeout " + FormatDuration(c.connect_timeout) + "): " + what);
+                                                  ", connect_timeout " + FormatDuration(c.connect_timeout) +
+                                                  "): " + what);
   }
   return Fail(PermanentHttpError(r.rc) ? SendResult::Kind::kPermanent : SendResult::Kind::kRetryable, what);
 }
@@ -187,7 +190,8 @@ PushOutcome MapWebPushResponse(long status, const std::string& body, std::option
     return o;
   }
   if (status == 413) return Fail(K::kPermanent, e + " (payload too large)");
-  if (status == 401 || status == 403) return Fail(K::kPermanent, e + " (the push service refused our VAPID credentials)");
+  if (status == 401 || status == 403)
+    return Fail(K::kPermanent, e + " (the push service refused our VAPID credentials)");
   if (status >= 300 && status <= 499) return Fail(K::kPermanent, e);
   return Fail(K::kRetryable, e + " (unexpected HTTP status)");
 }
@@ -209,8 +213,9 @@ PushOutcome MapFcmResponse(long status, const std::string& body, std::optional<M
     }
   }
   if (code.empty()) code = state;
-  std::string e = "FCM HTTP " + std::to_string(status) + (code.empty() ? "" : " " + code) +
-                  (message.empty() ? (code.empty() ? ": " + Quoted(body) : "") : ": " + ProviderText(message, kErrorBodyBytes));
+  std::string e =
+      "FCM HTTP " + std::to_string(status) + (code.empty() ? "" : " " + code) +
+      (message.empty() ? (code.empty() ? ": " + Quoted(body) : "") : ": " + ProviderText(message, kErrorBodyBytes));
   if (code == "UNREGISTERED" || code == "SENDER_ID_MISMATCH") return Fail(K::kInvalidContact, e);
   if (code == "QUOTA_EXCEEDED" || code == "UNAVAILABLE" || code == "INTERNAL" || status == 429 ||
       (status >= 500 && status <= 599)) {
@@ -233,7 +238,8 @@ PushOutcome MapApnsResponse(long status, const std::string& body, std::optional<
   if (status == 200) return Fail(K::kOk, "");
   json doc = json::parse(body, nullptr, false);
   std::string reason = doc.is_object() ? StringField(doc, "reason") : "";
-  std::string e = "APNs HTTP " + std::to_string(status) + ": " + (reason.empty() ? Quoted(body) : ProviderText(reason, 100));
+  std::string e =
+      "APNs HTTP " + std::to_string(status) + ": " + (reason.empty() ? Quoted(body) : ProviderText(reason, 100));
   if (status == 410 || reason == "Unregistered" || reason == "BadDeviceToken") return Fail(K::kInvalidContact, e);
   if (status == 429 || status == 500 || status == 503 || (status >= 500 && status <= 599)) {
     PushOutcome o = Fail(K::kRetryable, e);
@@ -313,13 +319,16 @@ Status ValidatePushConfig(const PushConfig& c) {
   if (c.connect_timeout <= Millis::zero()) return Status::Invalid(Key("connect_timeout") + ": must be positive");
   if (c.ttl < Millis::zero()) return Status::Invalid(Key("ttl") + ": must not be negative");
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
-    return Status::Invalid(Key("ca_file") + ": cannot read " + ProviderText(c.ca_file, 200) + ": " + std::strerror(errno));
+    return Status::Invalid(Key("ca_file") + ": cannot read " + ProviderText(c.ca_file, 200) + ": " +
+                           std::strerror(errno));
   }
   // Web Push
   if (!c.vapid_private_key.empty() || !c.vapid_subject.empty()) {
-    if (c.vapid_private_key.empty()) return Status::Invalid(Key("vapid_private_key") + ": required when vapid_subject is set");
+    if (c.vapid_private_key.empty())
+      return Status::Invalid(Key("vapid_private_key") + ": required when vapid_subject is set");
     if (c.vapid_subject.empty()) {
-      return Status::Invalid(Key("vapid_subject") + ": required with a VAPID key (mailto:you@example.org or https://...)");
+      return Status::Invalid(Key("vapid_subject") +
+                             ": required with a VAPID key (mailto:you@example.org or https://...)");
     }
     if (c.vapid_subject.rfind("mailto:", 0) != 0 && c.vapid_subject.rfind("https://", 0) != 0) {
       return Status::Invalid(Key("vapid_subject") + ": \"" + ProviderText(c.vapid_subject, 100) +
@@ -332,21 +341,26 @@ Status ValidatePushConfig(const PushConfig& c) {
   // FCM
   if (Status s = CheckBaseUrl(c.fcm_url, "fcm_url", c.allow_insecure_endpoints); !s.ok()) return s;
   // APNs
-  const bool apns = !c.apns_key_file.empty() || !c.apns_key_id.empty() || !c.apns_team_id.empty() || !c.apns_topic.empty();
+  const bool apns =
+      !c.apns_key_file.empty() || !c.apns_key_id.empty() || !c.apns_team_id.empty() || !c.apns_topic.empty();
   if (apns) {
-    for (auto [key, value] : {std::pair{"apns_key_file", &c.apns_key_file}, {"apns_key_id", &c.apns_key_id},
-                              {"apns_team_id", &c.apns_team_id}, {"apns_topic", &c.apns_topic}}) {
+    for (auto [key, value] : {std::pair{"apns_key_file", &c.apns_key_file},
+                              {"apns_key_id", &c.apns_key_id},
+                              {"apns_team_id", &c.apns_team_id},
+                              {"apns_topic", &c.apns_topic}}) {
       if (value->empty()) {
-        return Status::Invalid(Key(key) + ": required for APNs (apns_key_file, apns_key_id, apns_team_id and apns_topic "
+        return Status::Invalid(Key(key) +
+                               ": required for APNs (apns_key_file, apns_key_id, apns_team_id and apns_topic "
                                "go together)");
       }
       if (HasControlChars(*value)) return Status::Invalid(Key(key) + ": control characters");
     }
   }
   if (Status s = CheckBaseUrl(c.apns_url, "apns_url", false); !s.ok()) return s;  // HTTP/2 needs TLS here
-  static const char* const kPushTypes[] = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
-                                           "location", "liveactivity", "pushtotalk"};
-  if (std::none_of(std::begin(kPushTypes), std::end(kPushTypes), [&](const char* t) { return c.apns_push_type == t; })) {
+  static const char* const kPushTypes[] = {"alert", "background", "voip",         "complication", "fileprovider",
+                                           "mdm",   "location",   "liveactivity", "pushtotalk"};
+  if (std::none_of(std::begin(kPushTypes), std::end(kPushTypes),
+                   [&](const char* t) { return c.apns_push_type == t; })) {
     return Status::Invalid(Key("apns_push_type") + ": \"" + ProviderText(c.apns_push_type, 32) +
                            "\" is not an APNs push type (alert, background, voip, ...)");
   }
@@ -432,10 +446,12 @@ Status PushChannel::Impl::LoadKeys() {
         return Status::Invalid(s.message() + " (give a PEM file or the raw key in base64url)");
       }
       if (Status s = PrivateKeyFromPem(pem, vapid_key); !s.ok()) {
-        return Status::Invalid(Key("vapid_private_key") + ": " + ProviderText(c.vapid_private_key, 200) + ": " + s.message());
+        return Status::Invalid(Key("vapid_private_key") + ": " + ProviderText(c.vapid_private_key, 200) + ": " +
+                               s.message());
       }
     }
-    if (!IsP256Key(vapid_key.get())) return Status::Invalid(Key("vapid_private_key") + ": not a P-256 (prime256v1) key");
+    if (!IsP256Key(vapid_key.get()))
+      return Status::Invalid(Key("vapid_private_key") + ": not a P-256 (prime256v1) key");
     vapid_public = Base64UrlEncode(P256PublicKeyRaw(vapid_key.get()));
   }
   if (!c.fcm_service_account_file.empty()) {
@@ -443,7 +459,8 @@ Status PushChannel::Impl::LoadKeys() {
     std::string text;
     if (Status s = ReadFile(c.fcm_service_account_file, k, text); !s.ok()) return s;
     json doc = json::parse(text, nullptr, false);
-    if (!doc.is_object()) return Status::Invalid(Key(k) + ": not a JSON object (download the service account's JSON key)");
+    if (!doc.is_object())
+      return Status::Invalid(Key(k) + ": not a JSON object (download the service account's JSON key)");
     Fcm f;
     f.project_id = StringField(doc, "project_id");
     f.client_email = StringField(doc, "client_email");
@@ -465,8 +482,10 @@ Status PushChannel::Impl::LoadKeys() {
   if (!c.apns_key_file.empty()) {
     std::string pem;
     if (Status s = ReadFile(c.apns_key_file, "apns_key_file", pem); !s.ok()) return s;
-    if (Status s = PrivateKeyFromPem(pem, apns_key); !s.ok()) return Status::Invalid(Key("apns_key_file") + ": " + s.message());
-    if (!IsP256Key(apns_key.get())) return Status::Invalid(Key("apns_key_file") + ": not a P-256 key (an APNs .p8 key is)");
+    if (Status s = PrivateKeyFromPem(pem, apns_key); !s.ok())
+      return Status::Invalid(Key("apns_key_file") + ": " + s.message());
+    if (!IsP256Key(apns_key.get()))
+      return Status::Invalid(Key("apns_key_file") + ": not a P-256 key (an APNs .p8 key is)");
   }
   return Status::Ok();
 }
@@ -479,9 +498,7 @@ std::string PushChannel::Impl::VapidJwt(const std::string& origin) {
   if (it != vapid_by_origin.end() && now >= it->second.issued && now - it->second.issued < config.vapid_expiry / 2) {
     return it->second.jwt;
   }
-  json claims = {{"aud", origin},
-                 {"exp", UnixSeconds(now + config.vapid_expiry)},
-                 {"sub", config.vapid_subject}};
+  json claims = {{"aud", origin}, {"exp", UnixSeconds(now + config.vapid_expiry)}, {"sub", config.vapid_subject}};
   std::string jwt = SignJwt({{"typ", "JWT"}}, claims, vapid_key.get());
   if (jwt.empty()) return "";
   ++counts.vapid_jwts;
@@ -496,8 +513,8 @@ std::string PushChannel::Impl::ApnsJwt(bool renew) {
   if (!renew && !apns_jwt.empty() && now >= apns_issued && now - apns_issued < config.apns_token_refresh) {
     return apns_jwt;
   }
-  std::string jwt = SignJwt({{"kid", config.apns_key_id}}, {{"iss", config.apns_team_id}, {"iat", UnixSeconds(now)}},
-                            apns_key.get());
+  std::string jwt =
+      SignJwt({{"kid", config.apns_key_id}}, {{"iss", config.apns_team_id}, {"iat", UnixSeconds(now)}}, apns_key.get());
   if (jwt.empty()) return "";
   ++counts.apns_jwts;
   apns_jwt = jwt;
@@ -525,8 +542,11 @@ std::optional<PushOutcome> PushChannel::Impl::FcmToken(Steady::time_point deadli
   json header = {{"typ", "JWT"}};
   if (!fcm->private_key_id.empty()) header["kid"] = fcm->private_key_id;
   std::string assertion = SignJwt(header,
-                                  {{"iss", fcm->client_email}, {"scope", kFcmScope}, {"aud", fcm->token_uri},
-                                   {"iat", UnixSeconds(now)}, {"exp", UnixSeconds(now + std::chrono::hours(1))}},
+                                  {{"iss", fcm->client_email},
+                                   {"scope", kFcmScope},
+                                   {"aud", fcm->token_uri},
+                                   {"iat", UnixSeconds(now)},
+                                   {"exp", UnixSeconds(now + std::chrono::hours(1))}},
                                   fcm->key.get());
   if (assertion.empty()) return Fail(K::kRetryable, "FCM: signing the OAuth assertion failed (OpenSSL)");
   HttpRequest r = Request(fcm->token_uri, deadline);
@@ -573,8 +593,9 @@ void PushChannel::Impl::PrepareWebPush(Target& t, const json& entry, const std::
   t.label = t.field + " (webpush " + ProviderText(origin, 100) + ")";
   if (endpoint.empty()) return void(t.outcome = Fail(K::kPermanent, t.field + ".endpoint: missing or not a string"));
   if (!https && !(http && config.allow_insecure_endpoints)) {
-    return void(t.outcome = Fail(K::kPermanent, t.field + ".endpoint: must be an https:// URL" +
-                                                    (http ? std::string(" (http:// only with ") + kInsecureKey + ")" : "")));
+    return void(t.outcome =
+                    Fail(K::kPermanent, t.field + ".endpoint: must be an https:// URL" +
+                                            (http ? std::string(" (http:// only with ") + kInsecureKey + ")" : "")));
   }
   std::optional<std::string> p256dh = Base64UrlDecode(StringField(entry, "p256dh"));
   std::optional<std::string> auth = Base64UrlDecode(StringField(entry, "auth"));
@@ -591,7 +612,9 @@ void PushChannel::Impl::PrepareWebPush(Target& t, const json& entry, const std::
   t.request.body = std::move(body);
   t.request.headers = {"Content-Type: application/octet-stream", "Content-Encoding: aes128gcm",
                        "TTL: " + std::to_string(f.ttl_seconds),
-                       std::string("Urgency: ") + (Urgent(f) ? "high" : f.priority == "low" ? "low" : "normal"),
+                       std::string("Urgency: ") + (Urgent(f)             ? "high"
+                                                   : f.priority == "low" ? "low"
+                                                                         : "normal"),
                        "Authorization: vapid t=" + jwt + ", k=" + vapid_public};
   if (!f.collapse_key.empty()) t.request.headers.push_back("Topic: " + WebPushTopic(f.collapse_key));
   t.request.public_only = !config.allow_insecure_endpoints;
@@ -600,20 +623,20 @@ void PushChannel::Impl::PrepareWebPush(Target& t, const json& entry, const std::
 
 void PushChannel::Impl::PrepareApns(Target& t, const std::string& payload, const JobFacts& f, const DeliveryJob& job) {
   using K = SendResult::Kind;
-  if (t.id.empty() || !std::all_of(t.id.begin(), t.id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+  if (t.id.empty() ||
+      !std::all_of(t.id.begin(), t.id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
     return void(t.outcome = Fail(K::kPermanent, t.field + ".token: an APNs device token is hexadecimal"));
   }
   std::string jwt = ApnsJwt(false);
   if (jwt.empty()) return void(t.outcome = Fail(K::kRetryable, "APNs: signing the provider token failed (OpenSSL)"));
   t.request.url = TrimSlash(config.apns_url) + "/3/device/" + t.id;
   t.request.body = payload;
-  t.request.headers = {"Content-Type: application/json",
-                       "authorization: bearer " + jwt,
-                       "apns-topic: " + HeaderValue(config.apns_topic),
-                       "apns-push-type: " + config.apns_push_type,
-                       std::string("apns-priority: ") + (Urgent(f) ? "10" : "5"),
-                       "apns-expiration: " + std::to_string(UnixSeconds(f.expires_at)),
-                       "apns-id: " + ApnsId(job.delivery_id)};
+  t.request.headers = {
+      "Content-Type: application/json", "authorization: bearer " + jwt, "apns-topic: " + HeaderValue(config.apns_topic),
+      "apns-push-type: " + config.apns_push_type, std::string("apns-priority: ") + (Urgent(f) ? "10" : "5"),
+      // 0: deliver now or never (a time already past would say the same less clearly)
+      "apns-expiration: " + (f.ttl_seconds == 0 ? std::string("0") : std::to_string(UnixSeconds(f.expires_at))),
+      "apns-id: " + ApnsId(job.delivery_id)};
   if (!f.collapse_key.empty()) {
     std::string id = HeaderValue(f.collapse_key);
     if (id.size() > 64) id = Base64UrlEncode(Sha256(id));  // apns-collapse-id: at most 64 bytes
@@ -655,7 +678,8 @@ SendResult PushChannel::Send(const DeliveryJob& job) {
   const Steady::time_point deadline = Steady::now() + m.config.timeout;
   const char* kExpected = " (the push channel needs {\"push\": [{\"kind\": \"webpush\"|\"fcm\"|\"apns\", ...}]})";
   const json* list = job.contact.is_object() && job.contact.contains("push") ? &job.contact["push"] : nullptr;
-  if (!list || !list->is_array()) return SendResult::Permanent(std::string("contact.push: missing or not an array") + kExpected);
+  if (!list || !list->is_array())
+    return SendResult::Permanent(std::string("contact.push: missing or not an array") + kExpected);
   if (list->empty()) return SendResult::Permanent("contact.push: the user has no push subscriptions");
 
   const JobFacts facts = Facts(job, m.config, m.clock.Now());
@@ -676,7 +700,8 @@ SendResult PushChannel::Send(const DeliveryJob& job) {
               (t.id.empty() ? "" : " " + ProviderText(t.id.substr(0, 8), 8) + "...") + ")";
     t.request = m.Request("", deadline);
     if (t.kind != "webpush" && t.kind != "fcm" && t.kind != "apns") {
-      t.outcome = Fail(K::kPermanent, t.field + ".kind: \"" + ProviderText(t.kind, 32) + "\" is not webpush, fcm or apns");
+      t.outcome =
+          Fail(K::kPermanent, t.field + ".kind: \"" + ProviderText(t.kind, 32) + "\" is not webpush, fcm or apns");
     } else if (!m.Has(t.kind)) {
       t.outcome = Fail(K::kPermanent, "push provider " + t.kind + " is not configured (" +
                                           (t.kind == "webpush" ? Key("vapid_private_key")
@@ -684,11 +709,15 @@ SendResult PushChannel::Send(const DeliveryJob& job) {
                                                                : Key("apns_key_file")) +
                                           ")");
     } else if (t.kind == "webpush") {
-      if (payload.size() > kWebPushMaxPlaintext) t.outcome = Fail(K::kPermanent, TooLarge("Web Push", payload.size(), kWebPushMaxPlaintext));
-      else m.PrepareWebPush(t, entry, payload, facts);
+      if (payload.size() > kWebPushMaxPlaintext)
+        t.outcome = Fail(K::kPermanent, TooLarge("Web Push", payload.size(), kWebPushMaxPlaintext));
+      else
+        m.PrepareWebPush(t, entry, payload, facts);
     } else if (t.kind == "apns") {
-      if (apns_payload.size() > kPayloadLimit) t.outcome = Fail(K::kPermanent, TooLarge("APNs", apns_payload.size(), kPayloadLimit));
-      else m.PrepareApns(t, apns_payload, facts, job);
+      if (apns_payload.size() > kPayloadLimit)
+        t.outcome = Fail(K::kPermanent, TooLarge("APNs", apns_payload.size(), kPayloadLimit));
+      else
+        m.PrepareApns(t, apns_payload, facts, job);
     } else if (t.id.empty()) {
       t.outcome = Fail(K::kPermanent, t.field + ".token: missing or not a string");
     } else if (fcm_size > kPayloadLimit) {

@@ -55,11 +55,11 @@
 namespace herald {
 
 struct PushConfig {
-  Millis timeout{10000};          // one send: every request it makes (a token exchange included)
-  Millis connect_timeout{3000};   // name resolution and TCP (and TLS) connect
-  Millis ttl{86400000};           // how long providers keep an undelivered message (TTL,
-                                  // apns-expiration, android.ttl); clipped to the event's expiry
-  std::string ca_file;            // PEM bundle to verify every push server with, instead of the system's
+  Millis timeout{10000};         // one send: every request it makes (a token exchange included)
+  Millis connect_timeout{3000};  // name resolution and TCP (and TLS) connect
+  Millis ttl{86400000};          // how long providers keep an undelivered message (TTL,
+                                 // apns-expiration, android.ttl); clipped to the event's expiry
+  std::string ca_file;           // PEM bundle to verify every push server with, instead of the system's
   // Lets Web Push endpoints use http:// and reach loopback and private addresses, and the FCM
   // URLs (fcm_url, the service account's token_uri) use http://. For local testing only.
   // (apns_url is always https://: APNs is HTTP/2, which libcurl multiplexes only over TLS.)
@@ -102,9 +102,9 @@ class PushChannel final : public Channel {
 
   // Tokens made so far, for tests of caching and refresh.
   struct TokenCounts {
-    long vapid_jwts = 0;        // VAPID JWTs signed
+    long vapid_jwts = 0;          // VAPID JWTs signed
     long fcm_token_requests = 0;  // OAuth token exchanges attempted
-    long apns_jwts = 0;         // APNs provider tokens signed
+    long apns_jwts = 0;           // APNs provider tokens signed
   };
   TokenCounts Tokens() const;
   // Connections opened to FCM and APNs servers so far (HTTP/2 multiplexing shares them).

@@ -56,8 +56,10 @@ class NodeServer {
       argv.insert(argv.end(), args.begin(), args.end());
       auto p = std::make_unique<test::Process>(argv, std::vector<std::string>{}, script);
       test::WaitFor([&] { return p->OutputContains("listening on") || p->Wait(0ms).has_value(); }, 15s);
-      if (!p->Wait(0ms) && p->OutputContains("listening on")) process_ = std::move(p);
-      else failure = p->Output();
+      if (!p->Wait(0ms) && p->OutputContains("listening on"))
+        process_ = std::move(p);
+      else
+        failure = p->Output();
     }
     INFO(script << " did not start: " << failure);
     REQUIRE(process_);
@@ -94,10 +96,11 @@ json PostJson(const std::string& url, const json& body, const std::string& ca, l
   if (!ca.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, ca.c_str());
   curl_easy_setopt(c, CURLOPT_PROXY, "");
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-    static_cast<std::string*>(u)->append(d, s * n);
-    return s * n;
-  });
+  curl_easy_setopt(
+      c, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
+        static_cast<std::string*>(u)->append(d, s * n);
+        return s * n;
+      });
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
   CURLcode rc = curl_easy_perform(c);
   long code = 0;
@@ -116,10 +119,10 @@ struct IpCert {
   std::string cert = dir.path + "/cert.pem", key = dir.path + "/key.pem";
   IpCert() {
     std::string out;
-    int rc = test::Run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
-                        "-keyout", key, "-out", cert},
-                       {}, &out);
+    int rc = test::Run(
+        {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key, "-out", cert},
+        {}, &out);
     INFO(out);
     REQUIRE(rc == 0);
   }
@@ -129,8 +132,10 @@ struct IpCert {
 std::string KeyFile(const test::TempDir& dir, const std::string& name, const std::string& type) {
   std::string path = dir.path + "/" + name;
   std::vector<std::string> argv = {"/usr/bin/openssl", "genpkey", "-algorithm", type, "-out", path};
-  if (type == "EC") argv.insert(argv.end(), {"-pkeyopt", "ec_paramgen_curve:P-256"});
-  else argv.insert(argv.end(), {"-pkeyopt", "rsa_keygen_bits:2048"});
+  if (type == "EC")
+    argv.insert(argv.end(), {"-pkeyopt", "ec_paramgen_curve:P-256"});
+  else
+    argv.insert(argv.end(), {"-pkeyopt", "rsa_keygen_bits:2048"});
   std::string out;
   INFO(out);
   REQUIRE(test::Run(argv, {}, &out) == 0);
@@ -140,7 +145,8 @@ std::string KeyFile(const test::TempDir& dir, const std::string& name, const std
 // A VAPID key pair as `web-push generate-vapid-keys` makes it (base64url raw keys).
 json VapidKeys() {
   std::string out;
-  REQUIRE(test::Run({Node(), PushDir() + "/node_modules/web-push/src/cli.js", "generate-vapid-keys", "--json"}, {}, &out) == 0);
+  REQUIRE(test::Run({Node(), PushDir() + "/node_modules/web-push/src/cli.js", "generate-vapid-keys", "--json"}, {},
+                    &out) == 0);
   return json::parse(out);
 }
 
@@ -151,8 +157,10 @@ DeliveryJob PushJob(json subscriptions, const std::string& user = "u-1") {
   j.user_id = user;
   j.channel = "push";
   j.locale = "de";
-  j.event = {{"id", "evt-push"}, {"type", "billing.invoice.paid"}, {"source", "/billing"},
-             {"time", "2026-11-22T10:00:00.000Z"}, {"priority", "high"}, {"category", "billing"}, {"critical", false}};
+  j.event = {{"id", "evt-push"},     {"type", "billing.invoice.paid"},
+             {"source", "/billing"}, {"time", "2026-11-22T10:00:00.000Z"},
+             {"priority", "high"},   {"category", "billing"},
+             {"critical", false}};
   j.contact = {{"push", std::move(subscriptions)}};
   j.content = {{"title", "Rechnung bezahlt"}, {"body", "12,00 € erhalten. Danke!"}};
   j.data = {{"amount", "12,00 €"}};
@@ -186,7 +194,10 @@ struct WebPushService {
   std::pair<json, std::string> Subscribe() {
     json r = PostJson(base + "/subscribe", {{"applicationServerKey", vapid["publicKey"]}}, cert.cert);
     const json& d = r["data"];
-    return {{{"kind", "webpush"}, {"endpoint", d["endpoint"]}, {"p256dh", d["keys"]["p256dh"]}, {"auth", d["keys"]["auth"]}},
+    return {{{"kind", "webpush"},
+             {"endpoint", d["endpoint"]},
+             {"p256dh", d["keys"]["p256dh"]},
+             {"auth", d["keys"]["auth"]}},
             d["clientHash"].get<std::string>()};
   }
   void Expire(const std::string& hash) {
@@ -208,7 +219,9 @@ struct FcmService {
   std::unique_ptr<NodeServer> server;
   json doc;
   FcmService() {
-    doc = {{"type", "service_account"}, {"project_id", "herald-test"}, {"private_key_id", "k-1"},
+    doc = {{"type", "service_account"},
+           {"project_id", "herald-test"},
+           {"private_key_id", "k-1"},
            {"private_key", test::ReadFile(KeyFile(dir, "fcm.pem", "RSA"))},
            {"client_email", "herald@herald-test.iam.gserviceaccount.com"}};
     std::ofstream(account) << doc.dump();
@@ -298,12 +311,14 @@ TEST_CASE("Push: RFC 8291's published example is reproduced byte for byte") {
   CHECK(Base64UrlEncode(P256PublicKeyRaw(sender.get())) ==
         "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8");
   std::string body;
-  Status s = EncryptWebPush("When I grow up, I want to be a watermelon",
-                            b("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"),
-                            b("BTBZMqHH6r4Tts7J_aSIgg"), body, sender.get(), b("DGv6ra1nlYgDCS1FRnbzlw"));
+  Status s =
+      EncryptWebPush("When I grow up, I want to be a watermelon",
+                     b("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"),
+                     b("BTBZMqHH6r4Tts7J_aSIgg"), body, sender.get(), b("DGv6ra1nlYgDCS1FRnbzlw"));
   REQUIRE(s.ok());
   CHECK(Base64UrlEncode(body) ==
-        "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_"
+        "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_"
+        "c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_"
         "yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN");
 }
 
@@ -417,8 +432,12 @@ TEST_CASE("Push: provider answers map to results as each provider documents them
   CHECK(kind(MapWebPushResponse(503, "", std::nullopt)) == K::kRetryable);
 
   auto fcm = [](long status, const std::string& code) {
-    json e = {{"error", {{"code", status}, {"message", "m"}, {"status", "S"},
-                         {"details", {{{"@type", "type.googleapis.com/google.firebase.fcm.v1.FcmError"}, {"errorCode", code}}}}}}};
+    json e = {
+        {"error",
+         {{"code", status},
+          {"message", "m"},
+          {"status", "S"},
+          {"details", {{{"@type", "type.googleapis.com/google.firebase.fcm.v1.FcmError"}, {"errorCode", code}}}}}}};
     return MapFcmResponse(status, e.dump(), Millis(7000));
   };
   CHECK(MapFcmResponse(200, "{\"name\":\"projects/p/messages/1\"}", std::nullopt).kind == K::kOk);
@@ -430,7 +449,8 @@ TEST_CASE("Push: provider answers map to results as each provider documents them
   CHECK(fcm(500, "INTERNAL").kind == K::kRetryable);
   CHECK(fcm(400, "INVALID_ARGUMENT").kind == K::kPermanent);
   CHECK_THAT(fcm(404, "UNREGISTERED").error, Contains("UNREGISTERED"));
-  O unauth = MapFcmResponse(401, "{\"error\":{\"code\":401,\"message\":\"m\",\"status\":\"UNAUTHENTICATED\"}}", std::nullopt);
+  O unauth =
+      MapFcmResponse(401, "{\"error\":{\"code\":401,\"message\":\"m\",\"status\":\"UNAUTHENTICATED\"}}", std::nullopt);
   CHECK(unauth.kind == K::kRetryable);
   CHECK(unauth.renew_credentials);
 
@@ -450,7 +470,8 @@ TEST_CASE("Push: Topic, apns-id and the VAPID audience are derived as the protoc
   CHECK(WebPushTopic("invoice-42") == "invoice-42");
   std::string hashed = WebPushTopic("invoice 42 for user u-1, a key longer than thirty-two characters");
   CHECK(hashed.size() == 32);
-  CHECK(hashed.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == std::string::npos);
+  CHECK(hashed.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+        std::string::npos);
   CHECK(WebPushTopic("invoice 42 for user u-1, a key longer than thirty-two characters") == hashed);
   CHECK(ApnsId("d-5e0c2b7f00112233445566778899aabb") == "5E0C2B7F-0011-2233-4455-66778899AABB");
   CHECK(ApnsId("other id").size() == 36);
@@ -476,7 +497,8 @@ TEST_CASE("Push: unusable contacts are permanent errors naming the field, never 
     j.contact = std::move(contact);
     return ch->Send(j);
   };
-  json sub = {{"kind", "webpush"}, {"endpoint", "https://push.example.org/x"},
+  json sub = {{"kind", "webpush"},
+              {"endpoint", "https://push.example.org/x"},
               {"p256dh", "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"},
               {"auth", "BTBZMqHH6r4Tts7J_aSIgg"}};
   struct Case {
@@ -495,7 +517,8 @@ TEST_CASE("Push: unusable contacts are permanent errors naming the field, never 
       {{{"push", json::array({With(sub, "endpoint", "http://push.example.org/x")})}}, "contact.push[0].endpoint"},
       {{{"push", json::array({With(sub, "endpoint", 7)})}}, "contact.push[0].endpoint"},
       {{{"push", json::array({Apns("not-hex!")})}}, "contact.push[0].token"},
-      {{{"push", json::array({Fcm("t")})}}, "push provider fcm is not configured (channels.push.fcm_service_account_file)"},
+      {{{"push", json::array({Fcm("t")})}},
+       "push provider fcm is not configured (channels.push.fcm_service_account_file)"},
   };
   for (const Case& k : cases) {
     SendResult r = send(k.contact);
@@ -599,12 +622,23 @@ TEST_CASE("Push worker: an expired Web Push subscription is removed and the noti
   auto we = h.Worker("email", email);
   DeliveryJob j = PushJob(json::array({sub}));
   const std::string email_id = DeliveryId("evt-push", "u-1", "email");
-  json job = {{"v", 1}, {"delivery_id", j.delivery_id}, {"notification_id", j.notification_id},
-              {"event", j.event}, {"user_id", "u-1"}, {"locale", "de"}, {"channel", "push"},
-              {"contact", j.contact}, {"content", j.content}, {"data", j.data}, {"attempt", 1},
-              {"fallback", {{{"channel", "email"}, {"delivery_id", email_id}, {"locale", "de"},
-                             {"contact", {{"email", "ada@example.org"}}},
-                             {"content", {{"subject", "Rechnung bezahlt"}, {"text", "12,00 € erhalten.\n"}}}}}}};
+  json job = {{"v", 1},
+              {"delivery_id", j.delivery_id},
+              {"notification_id", j.notification_id},
+              {"event", j.event},
+              {"user_id", "u-1"},
+              {"locale", "de"},
+              {"channel", "push"},
+              {"contact", j.contact},
+              {"content", j.content},
+              {"data", j.data},
+              {"attempt", 1},
+              {"fallback",
+               {{{"channel", "email"},
+                 {"delivery_id", email_id},
+                 {"locale", "de"},
+                 {"contact", {{"email", "ada@example.org"}}},
+                 {"content", {{"subject", "Rechnung bezahlt"}, {"text", "12,00 € erhalten.\n"}}}}}}};
   h.PublishJob("push", job);
 
   REQUIRE(test::WaitFor([&] { return !smtp.MessageFor(email_id).empty(); }, 30s));
@@ -729,6 +763,12 @@ TEST_CASE("Push: APNs over HTTP/2 (TLS): headers, token reused for 40 minutes, t
   REQUIRE(reqs.size() == 3);
   CHECK(reqs[0]["headers"]["authorization"] == reqs[1]["headers"]["authorization"]);
   CHECK(reqs[1]["headers"]["authorization"] != reqs[2]["headers"]["authorization"]);
+
+  // An event that expired meanwhile: deliver now or never.
+  DeliveryJob expired = job;
+  expired.event["expires_at"] = FormatRfc3339(clock.Now() - 1min);
+  REQUIRE(ch->Send(expired).ok());
+  CHECK(apns.Requests().back()["headers"]["apns-expiration"] == "0");
 }
 
 TEST_CASE("Push: APNs errors from the stand-in: 410 and BadDeviceToken gone, 429/500/503 retryable") {
@@ -764,7 +804,8 @@ TEST_CASE("Push: 4 threads x 10 concurrent APNs sends share one HTTP/2 connectio
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 10; ++i) {
-        if (ch->Send(PushJob(json::array({Apns(kDevice), Apns(kDevice)}), "u-" + std::to_string(t * 10 + i))).ok()) ++ok;
+        if (ch->Send(PushJob(json::array({Apns(kDevice), Apns(kDevice)}), "u-" + std::to_string(t * 10 + i))).ok())
+          ++ok;
       }
     });
   }

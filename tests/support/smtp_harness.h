@@ -41,9 +41,9 @@ struct Cert {
   std::string cert, key;
   explicit Cert(const std::string& dir) : cert(dir + "/c.pem"), key(dir + "/k.pem") {
     std::string out;
-    int rc = Run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days",
-                        "1", "-keyout", key, "-out", cert},
-                       {}, &out);
+    int rc = Run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                  "-days", "1", "-keyout", key, "-out", cert},
+                 {}, &out);
     INFO(out);
     REQUIRE(rc == 0);
   }
@@ -61,16 +61,30 @@ class SmtpServer {
     // Another test may take the port between FreePort and the server's bind: then try another.
     for (int attempt = 0; attempt < 3 && !process_; ++attempt) {
       port_ = FreePort();
-      std::vector<std::string> argv = {"/usr/bin/python3", SourceDir() + "/tests/support/smtp_server.py",
-                                       "--port", std::to_string(port_), "--maildir", maildir_, "--log", log_,
-                                       "--cert", cert_.cert, "--key", cert_.key, "--user", kUser,
-                                       "--password", kPassword};
+      std::vector<std::string> argv = {"/usr/bin/python3",
+                                       SourceDir() + "/tests/support/smtp_server.py",
+                                       "--port",
+                                       std::to_string(port_),
+                                       "--maildir",
+                                       maildir_,
+                                       "--log",
+                                       log_,
+                                       "--cert",
+                                       cert_.cert,
+                                       "--key",
+                                       cert_.key,
+                                       "--user",
+                                       kUser,
+                                       "--password",
+                                       kPassword};
       if (mode == Mode::kSmtps) argv.push_back("--smtps");
       if (mode == Mode::kPlain) argv.push_back("--plain");
       auto p = std::make_unique<Process>(argv, std::vector<std::string>{}, "smtp-server");
       WaitFor([&] { return p->OutputContains("listening on") || p->Wait(0ms).has_value(); }, 15s);
-      if (!p->Wait(0ms) && Accepting(port_)) process_ = std::move(p);
-      else failure = p->Output();
+      if (!p->Wait(0ms) && Accepting(port_))
+        process_ = std::move(p);
+      else
+        failure = p->Output();
     }
     INFO("smtp_server.py did not start: " << failure);
     REQUIRE(process_);
