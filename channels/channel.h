@@ -14,6 +14,9 @@
 //                      the dead-letter store
 //     invalid_contact  the contact is gone (410, unregistered token): removed from the user's
 //                      preferences, then as permanent
+// - A channel with several contacts per user (push: every subscription and device) lists the
+//   ones that are gone in invalid_contacts (endpoints or tokens), whatever the kind: the worker
+//   removes those from the user's preferences even when the job succeeded through another one.
 #pragma once
 
 #include <chrono>
@@ -21,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/time.h"
@@ -51,6 +55,7 @@ struct SendResult {
   Kind kind = Kind::kOk;
   std::string error;                 // for logs, traces and dead letters: the provider's words
   std::optional<Millis> retry_after;  // the provider's Retry-After, if any
+  std::vector<std::string> invalid_contacts;  // push: endpoints or tokens that are gone
 
   static SendResult Ok() { return {}; }
   static SendResult Retryable(std::string e, std::optional<Millis> after = std::nullopt) {

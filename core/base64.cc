@@ -31,12 +31,12 @@ std::string Encode(std::string_view in, const char* alphabet, bool pad) {
   return out;
 }
 
-int UrlValue(char c) {
+int UrlValue(char c, bool lenient) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
   if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
+  if (c == '-' || (lenient && c == '+')) return 62;
+  if (c == '_' || (lenient && c == '/')) return 63;
   return -1;
 }
 
@@ -45,7 +45,9 @@ int UrlValue(char c) {
 std::string Base64Encode(std::string_view in) { return Encode(in, kStd, true); }
 std::string Base64UrlEncode(std::string_view in) { return Encode(in, kUrl, false); }
 
-std::optional<std::string> Base64UrlDecode(std::string_view in) {
+namespace {
+
+std::optional<std::string> Decode(std::string_view in, bool lenient) {
   while (!in.empty() && in.back() == '=') in.remove_suffix(1);
   if (in.size() % 4 == 1) return std::nullopt;
   std::string out;
@@ -53,7 +55,7 @@ std::optional<std::string> Base64UrlDecode(std::string_view in) {
   uint32_t acc = 0;
   int bits = 0;
   for (char c : in) {
-    int v = UrlValue(c);
+    int v = UrlValue(c, lenient);
     if (v < 0) return std::nullopt;
     acc = (acc << 6) | uint32_t(v);
     bits += 6;
@@ -64,5 +66,10 @@ std::optional<std::string> Base64UrlDecode(std::string_view in) {
   }
   return out;
 }
+
+}  // namespace
+
+std::optional<std::string> Base64UrlDecode(std::string_view in) { return Decode(in, false); }
+std::optional<std::string> Base64DecodeLenient(std::string_view in) { return Decode(in, true); }
 
 }  // namespace herald

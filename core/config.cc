@@ -514,9 +514,16 @@ Config Bind(const YAML::Node& root, Loader& loader) {
 const std::vector<std::string>& TemplateFieldsFor(const std::string& channel, size_t* required) {
   static const std::vector<std::string> kEmail = {"subject", "text", "html"};
   static const std::vector<std::string> kOther = {"title", "body"};
+  // collapse_key (optional): a newer push with the same key replaces an undelivered older one
+  // (Web Push Topic, apns-collapse-id, FCM collapse_key).
+  static const std::vector<std::string> kPush = {"title", "body", "collapse_key"};
   if (channel == "email") {
     if (required) *required = 2;  // html is optional
     return kEmail;
+  }
+  if (channel == "push") {
+    if (required) *required = 2;
+    return kPush;
   }
   if (required) *required = channel == "webhook" ? 0 : 2;
   return kOther;

@@ -157,7 +157,7 @@ Status Render(const EventTypeConfig& type, const std::string& channel, const std
       have = true;
     }
     std::string text = mstch::render(source, ctx);
-    out.fields[field] = (field == "title" || field == "subject") ? OneLine(text) : text;
+    out.fields[field] = (field == "title" || field == "subject" || field == "collapse_key") ? OneLine(text) : text;
   }
   return Status::Ok();
 }

@@ -13,6 +13,8 @@ PACKAGES=(
   # broker and tools the tests drive
   rabbitmq-server amqp-tools python3-pika curl procps webhook python3-aiosmtpd openssl
 )
+# Node.js runs the push tests' peers (tests/push); Debian's, unless a node is already installed.
+if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

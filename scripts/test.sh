@@ -9,6 +9,14 @@ cd "$root"
 bash scripts/setup.sh
 bash scripts/build.sh
 
+# The npm packages the push tests run (pinned by tests/push/package-lock.json), installed again
+# only when the lock file changed since the last install.
+push=tests/push
+if ! cmp -s "$push/package-lock.json" "$push/node_modules/.herald-installed-lock"; then
+  (cd "$push" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$push/package-lock.json" "$push/node_modules/.herald-installed-lock"
+fi
+
 state=$(mktemp -d /tmp/herald-test-broker.XXXXXX)
 cleanup() {
   bash "$root/scripts/broker.sh" stop "$state" >/dev/null 2>&1 || true

@@ -139,6 +139,7 @@ void ChannelWorker::Process(broker::Delivery& d) {
   const auto took = std::chrono::steady_clock::now() - started;
   ProviderSeconds().With({channel_}).Observe(std::chrono::duration<double>(took).count());
   const long long took_ms = std::chrono::duration_cast<Millis>(took).count();
+  if (r.kind == SendResult::Kind::kInvalidContact || !r.invalid_contacts.empty()) RemoveContact(job, r);
   switch (r.kind) {
     case SendResult::Kind::kOk: {
       const SystemTime now = clock_.Now();
@@ -161,7 +162,6 @@ void ChannelWorker::Process(broker::Delivery& d) {
     case SendResult::Kind::kPermanent:
       return GiveUp(d, job, "permanent", r.error, took_ms);
     case SendResult::Kind::kInvalidContact:
-      RemoveContact(job);
       return GiveUp(d, job, "invalid_contact", r.error, took_ms);
   }
 }
@@ -261,23 +261,25 @@ void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::str
   publisher_.Publish(std::move(m), [this, ref](const Status& s) { Settle(ref, s); });
 }
 
-void ChannelWorker::RemoveContact(const DeliveryJob& job) {
+void ChannelWorker::RemoveContact(const DeliveryJob& job, const SendResult& r) {
   Preferences p;
   if (!store_.GetPreferences(job.user_id, p).ok()) return;
   bool changed = false;
-  if (channel_ == "email" && !p.contacts.email.empty()) {
+  const bool gone = r.kind == SendResult::Kind::kInvalidContact;
+  if (channel_ == "email" && gone && !p.contacts.email.empty()) {
     p.contacts.email.clear();
     changed = true;
-  } else if (channel_ == "webhook" && !p.contacts.webhook.empty()) {
+  } else if (channel_ == "webhook" && gone && !p.contacts.webhook.empty()) {
     p.contacts.webhook.clear();
     changed = true;
   } else if (channel_ == "push") {
-    // The job names which subscription failed in contact.invalid (endpoint or token).
-    std::string bad = job.contact.value("invalid", "");
+    // The channel names the subscriptions that are gone (endpoint or token); the others stay.
+    const std::vector<std::string>& bad = r.invalid_contacts;
+    auto is_bad = [&](const std::string& id) { return !id.empty() && std::find(bad.begin(), bad.end(), id) != bad.end(); };
     auto& list = p.contacts.push;
     auto before = list.size();
     list.erase(std::remove_if(list.begin(), list.end(),
-                              [&](const PushContact& c) { return !bad.empty() && (c.endpoint == bad || c.token == bad); }),
+                              [&](const PushContact& c) { return is_bad(c.endpoint) || is_bad(c.token); }),
                list.end());
     changed = list.size() != before;
   }

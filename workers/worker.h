@@ -6,6 +6,7 @@
 //   Send():  ok                            -> recorded as sent, acked
 //            retryable, attempts left      -> to herald.retry.<channel>.<tier> with attempt + 1
 //            retryable, none left; permanent; invalid contact (removed from preferences first)
+//            (push: subscriptions listed in invalid_contacts are removed whatever the result)
 //                                          -> the next channel of the job's fallback chain,
 //                                             else herald.dlq with x-herald-* headers
 // The job is acked only after whatever replaces it (retry, fallback, dead letter) is confirmed
@@ -53,7 +54,9 @@ class ChannelWorker {
               long long took_ms = 0);
   // Appends the attempt to the store for the trace; "sent" also marks the delivery as sent.
   Status RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error, long long took_ms);
-  void RemoveContact(const DeliveryJob& job);
+  // Removes what `r` says is gone (an invalid contact; push: r.invalid_contacts) from the user's
+  // preferences and tells every process to drop its cached copy.
+  void RemoveContact(const DeliveryJob& job, const SendResult& r);
 
   const Config& config_;
   const std::string channel_;

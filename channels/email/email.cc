@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "channels/curl_slist.h"
+#include "channels/curl_support.h"
 #include "core/utf8.h"
 
 namespace herald {
@@ -192,43 +193,17 @@ std::string DomainOf(std::string_view address) {
 // ---------------------------------------------------------------------------------------------
 // curl
 
-std::once_flag g_curl_once;
-CURLcode g_curl_init = CURLE_FAILED_INIT;
-std::atomic<std::uint64_t> g_next_channel_id{1};
-
-// One easy handle per thread: it keeps the SMTP connection (logged in, TLS established) alive
-// between messages. A handle serves one channel at a time (owner) so two configurations never
-// share a connection; in production there is one email channel per process.
-struct ThreadHandle {
-  CURL* curl = nullptr;
-  std::uint64_t owner = 0;
+// One easy handle per thread (see ThreadCurl): it keeps the SMTP connection (logged in, TLS
+// established) alive between messages; in production there is one email channel per process.
+struct EmailThread {
+  ThreadCurl handle;
   // What the current connection's EHLO offered and whether AUTH succeeded on it, kept across
   // messages because a reused connection does not say EHLO or AUTH again.
   bool offered_auth = false;
   bool offered_starttls = false;
   bool authenticated = false;
-  ~ThreadHandle() {
-    if (curl) curl_easy_cleanup(curl);
-  }
 };
-thread_local ThreadHandle t_handle;
-
-CURL* HandleFor(std::uint64_t owner) {
-  if (t_handle.curl && t_handle.owner != owner) {
-    curl_easy_cleanup(t_handle.curl);
-    t_handle.curl = nullptr;
-  }
-  if (!t_handle.curl) {
-    t_handle.curl = curl_easy_init();
-    t_handle.owner = owner;
-    t_handle.offered_auth = t_handle.offered_starttls = t_handle.authenticated = false;
-  } else {
-    // Options back to defaults; connections stay.
-    curl_easy_reset(t_handle.curl);
-  }
-  return t_handle.curl;
-}
-
+thread_local EmailThread t_handle;
 
 struct Upload {
   std::string_view rest;
@@ -339,18 +314,8 @@ int BeforeMail(void* user, char*, char*, int, int) {
 
 // Transport failures that will not go away by retrying the same message.
 bool PermanentCurlError(CURLcode rc) {
-  switch (rc) {
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_USE_SSL_FAILED:
-    case CURLE_LOGIN_DENIED:
-      return true;
-    default:
-      return false;
-  }
+  return PermanentHttpError(rc) || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_USE_SSL_FAILED ||
+         rc == CURLE_LOGIN_DENIED;
 }
 
 // A reused connection the server had closed meanwhile: nothing was answered, so sending again
@@ -646,22 +611,14 @@ Status ValidateEmailConfig(const EmailConfig& c) {
 // -----------------------------------------------------------------------------------------------
 
 EmailChannel::EmailChannel(EmailConfig config)
-    : config_(std::move(config)), usable_(ValidateEmailConfig(config_)), id_(g_next_channel_id++) {
-  // Once per process, before any thread creates a handle (curl_global_init is not thread-safe).
-  std::call_once(g_curl_once, [] { g_curl_init = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (usable_.ok() && g_curl_init != CURLE_OK) {
-    usable_ = Status::Internal(std::string("libcurl initialisation failed: ") + curl_easy_strerror(g_curl_init));
-  }
+    : config_(std::move(config)), usable_(ValidateEmailConfig(config_)), id_(NextCurlOwner()) {
+  if (Status s = CurlGlobalInit(); usable_.ok() && !s.ok()) usable_ = s;
 }
 
 SendResult EmailChannel::Send(const DeliveryJob& job) {
   const Steady::time_point start = Steady::now();
   const Steady::time_point deadline = start + config_.timeout;
-  if (!usable_.ok()) {
-    // Our configuration, not the job: the dead letter can be replayed once it is fixed.
-    if (usable_.code() == Status::Code::kInvalid) return SendResult::Permanent("email channel: " + usable_.message());
-    return SendResult::Retryable("email channel: " + usable_.message());
-  }
+  if (!usable_.ok()) return UnusableChannel("email", usable_);
 
   // The address first: a bad one never reaches the server.
   if (job.contact.is_object()) {
@@ -689,7 +646,9 @@ SendResult EmailChannel::Send(const DeliveryJob& job) {
                  : config_.tls == "starttls" ? CURLUSESSL_TRY
                                              : CURLUSESSL_ALL;
 
-  CURL* curl = HandleFor(id_);
+  bool fresh = false;
+  CURL* curl = ThreadHandle(t_handle.handle, id_, &fresh);
+  if (fresh) t_handle.offered_auth = t_handle.offered_starttls = t_handle.authenticated = false;
   if (!curl) return SendResult::Retryable("email channel: cannot create a curl handle");
 
   CURLcode rc = CURLE_OK;

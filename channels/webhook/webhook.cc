@@ -19,8 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include "core/json_writer.h"
 #include "channels/curl_slist.h"
+#include "channels/curl_support.h"
+#include "core/json_writer.h"
 #include "core/utf8.h"
 
 namespace herald {
@@ -29,118 +30,13 @@ namespace {
 using nlohmann::json;
 using Steady = std::chrono::steady_clock;
 
-constexpr size_t kErrorBodyBytes = 200;  // of a refusing provider's response, kept in the error
 constexpr const char* kPrivateKey = "channels.webhook.allow_private_targets";
-
-// ---------------------------------------------------------------------------------------------
-// Text from providers and jobs (ProviderText is in core/utf8.h)
-
-// A header value from job data: control characters (CR, LF above all) would let a job inject
-// headers, so they are dropped. Ids are deterministic, so a repeat sends the same value.
-std::string HeaderValue(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u != 0x7F) out += c;
-  }
-  return out;
-}
 
 // Compact JSON of a value; invalid UTF-8 becomes U+FFFD instead of an exception.
 std::string Compact(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // ---------------------------------------------------------------------------------------------
 // Addresses
-
-struct Ipv4Range {
-  uint32_t net;
-  int bits;
-  const char* why;
-};
-
-constexpr Ipv4Range kBlockedIpv4[] = {
-    {0x00000000, 8, "unspecified (0.0.0.0/8)"},
-    {0x0A000000, 8, "private (10.0.0.0/8)"},
-    {0x64400000, 10, "shared address space, carrier-grade NAT (100.64.0.0/10)"},
-    {0x7F000000, 8, "loopback (127.0.0.0/8)"},
-    {0xA9FE0000, 16, "link-local (169.254.0.0/16)"},
-    {0xAC100000, 12, "private (172.16.0.0/12)"},
-    {0xC0000000, 24, "IETF protocol assignments (192.0.0.0/24)"},
-    {0xC0A80000, 16, "private (192.168.0.0/16)"},
-    {0xC6120000, 15, "benchmarking (198.18.0.0/15)"},
-    {0xE0000000, 4, "multicast (224.0.0.0/4)"},
-    {0xF0000000, 4, "reserved or broadcast (240.0.0.0/4)"},
-};
-
-// `a` in host byte order.
-const char* Ipv4Reason(uint32_t a) {
-  for (const Ipv4Range& r : kBlockedIpv4) {
-    uint32_t mask = ~uint32_t{0} << (32 - r.bits);
-    if ((a & mask) == r.net) return r.why;
-  }
-  return nullptr;
-}
-
-uint32_t Ipv4At(const uint8_t* b) {
-  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | uint32_t{b[3]};
-}
-
-bool AllZero(const uint8_t* b, size_t n) {
-  return std::all_of(b, b + n, [](uint8_t x) { return x == 0; });
-}
-
-const char* Ipv6Reason(const uint8_t* b) {
-  // IPv4-mapped: the kernel connects to the IPv4 address, so judge that.
-  if (AllZero(b, 10) && b[10] == 0xFF && b[11] == 0xFF) return Ipv4Reason(Ipv4At(b + 12));
-  if (AllZero(b, 16)) return "unspecified (::)";
-  if (AllZero(b, 15) && b[15] == 1) return "loopback (::1)";
-  if (AllZero(b, 12)) return "IPv4-compatible (::/96, deprecated)";
-  // NAT64 (DNS64 synthesises these for IPv4-only hosts): the gateway connects to the IPv4 address.
-  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && AllZero(b + 4, 8)) {
-    return Ipv4Reason(Ipv4At(b + 12));
-  }
-  if ((b[0] & 0xFE) == 0xFC) return "unique local (fc00::/7)";
-  if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return "link-local (fe80::/10)";
-  if (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0) return "site-local (fec0::/10, deprecated)";
-  if (b[0] == 0xFF) return "multicast (ff00::/8)";
-  // Everything public is global unicast; the rest of the space is reserved or special-purpose.
-  if ((b[0] & 0xE0) != 0x20) return "not global unicast (outside 2000::/3)";
-  if (b[0] == 0x20 && b[1] == 0x02) return Ipv4Reason(Ipv4At(b + 2));  // 6to4 relays to that IPv4
-  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0) return "Teredo (2001::/32)";
-  return nullptr;
-}
-
-struct Address {
-  sockaddr_storage storage{};
-  std::string text;  // numeric, without brackets
-  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage); }
-};
-
-std::string AddressText(const sockaddr* sa) {
-  char buf[INET6_ADDRSTRLEN] = "";
-  if (sa->sa_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
-  } else if (sa->sa_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
-  }
-  return buf;
-}
-
-std::optional<Address> ParseNumericAddress(std::string_view text) {
-  Address a;
-  std::string s(text);
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
-  if (inet_pton(AF_INET, s.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-  } else if (inet_pton(AF_INET6, s.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-  } else {
-    return std::nullopt;
-  }
-  a.text = AddressText(a.sa());
-  return a;
-}
 
 // getaddrinfo has no timeout of its own, and Send must not block longer than its budget: it
 // runs on a helper thread that finishes in the background if we stop waiting for it.
@@ -216,12 +112,14 @@ std::optional<std::string> UrlPart(CURLU* u, CURLUPart part, unsigned flags) {
 
 // Empty on success, else what is wrong with the contact.
 std::string ParseTarget(const json& contact, Target& out) {
-  const char* kExpected = " (the webhook channel needs {\"url\": \"https://...\"})";
-  if (!contact.is_object()) return std::string("contact: not an object") + kExpected;
+  // (A std::string, not a const char*: GCC 12 warns falsely (-Warray-bounds) about string +
+  // literal once this is inlined.)
+  const std::string kExpected = " (the webhook channel needs {\"url\": \"https://...\"})";
+  if (!contact.is_object()) return "contact: not an object" + kExpected;
   auto it = contact.find("url");
-  if (it == contact.end() || !it->is_string()) return std::string("contact.url: missing or not a string") + kExpected;
+  if (it == contact.end() || !it->is_string()) return "contact.url: missing or not a string" + kExpected;
   const std::string& url = it->get_ref<const std::string&>();
-  if (url.empty()) return std::string("contact.url: empty") + kExpected;
+  if (url.empty()) return "contact.url: empty" + kExpected;
 
   std::unique_ptr<CURLU, UrlDeleter> u(curl_url());
   if (!u) return "contact.url: out of memory parsing the URL";
@@ -268,190 +166,13 @@ std::string Refusal(const std::string& host, const Address& a, const char* why) 
          " address; private targets are not allowed unless " + kPrivateKey + " is true";
 }
 
-// ---------------------------------------------------------------------------------------------
-// curl
-
-std::once_flag g_curl_once;
-CURLcode g_curl_init = CURLE_FAILED_INIT;
-std::atomic<std::uint64_t> g_next_channel_id{1};
-
-// One easy handle per thread: it keeps connections (and TLS sessions) alive between sends.
-// A handle serves one channel at a time (owner) so two configurations never share a connection
-// or a pinned address; in production there is one webhook channel per process.
-struct ThreadHandle {
-  CURL* curl = nullptr;
-  std::uint64_t owner = 0;
+// One easy handle per thread (see ThreadCurl); in production there is one webhook channel per
+// process.
+struct WebhookThread {
+  ThreadCurl handle;
   std::string pinned;  // "host:port" this handle pinned last; the next request removes it
-  ~ThreadHandle() {
-    if (curl) curl_easy_cleanup(curl);
-  }
 };
-thread_local ThreadHandle t_handle;
-
-CURL* HandleFor(std::uint64_t owner) {
-  if (t_handle.curl && t_handle.owner != owner) {
-    curl_easy_cleanup(t_handle.curl);
-    t_handle.curl = nullptr;
-  }
-  if (!t_handle.curl) {
-    t_handle.curl = curl_easy_init();
-    t_handle.owner = owner;
-    t_handle.pinned.clear();
-  } else {
-    // Options back to defaults; connections and the DNS cache stay.
-    curl_easy_reset(t_handle.curl);
-  }
-  return t_handle.curl;
-}
-
-
-size_t KeepSnippet(char* data, size_t size, size_t n, void* user) {
-  auto* out = static_cast<std::string*>(user);
-  size_t len = size * n;
-  // One byte past the limit tells ProviderText the body was cut.
-  if (out->size() <= kErrorBodyBytes) out->append(data, std::min(len, kErrorBodyBytes + 1 - out->size()));
-  return len;  // read the rest too, so the connection can be reused
-}
-
-// Checks every address curl is about to connect to: a second line of defence behind the pinned
-// resolution, for any path that would bypass it.
-struct SocketGuard {
-  bool enforce = false;
-  std::string refused;  // the address refused, if any
-  const char* why = nullptr;
-};
-
-curl_socket_t OpenSocket(void* user, curlsocktype purpose, curl_sockaddr* address) {
-  auto* guard = static_cast<SocketGuard*>(user);
-  if (guard->enforce && purpose == CURLSOCKTYPE_IPCXN) {
-    if (const char* why = NonPublicAddressReason(&address->addr)) {
-      guard->refused = AddressText(&address->addr);
-      guard->why = why;
-      return CURL_SOCKET_BAD;
-    }
-  }
-  return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-}
-
-// Transport failures that will not go away by retrying the same request.
-bool PermanentCurlError(CURLcode rc) {
-  switch (rc) {
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::optional<std::string> ResponseHeader(CURL* curl, const char* name) {
-  curl_header* h = nullptr;
-  if (curl_easy_header(curl, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h || !h->value) return std::nullopt;
-  return std::string(h->value);
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP dates (RFC 9110 5.6.7)
-
-constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-constexpr const char* kDays[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
-constexpr const char* kLongDays[] = {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"};
-
-class Cursor {
- public:
-  explicit Cursor(std::string_view s) : s_(s) {}
-  bool Lit(std::string_view t) {
-    if (s_.substr(i_, t.size()) != t) return false;
-    i_ += t.size();
-    return true;
-  }
-  // Exactly `n` digits.
-  bool Digits(size_t n, int& out) {
-    if (i_ + n > s_.size()) return false;
-    out = 0;
-    for (size_t k = 0; k < n; ++k) {
-      char c = s_[i_ + k];
-      if (c < '0' || c > '9') return false;
-      out = out * 10 + (c - '0');
-    }
-    i_ += n;
-    return true;
-  }
-  // One of `names`; its index in `index`.
-  template <size_t N>
-  bool OneOf(const char* const (&names)[N], int& index) {
-    for (size_t k = 0; k < N; ++k) {
-      if (Lit(names[k])) {
-        index = static_cast<int>(k);
-        return true;
-      }
-    }
-    return false;
-  }
-  bool AtEnd() const { return i_ == s_.size(); }
-  size_t pos() const { return i_; }
-  void Rewind(size_t pos) { i_ = pos; }
-
- private:
-  std::string_view s_;
-  size_t i_ = 0;
-};
-
-bool TimeOfDay(Cursor& c, int& h, int& m, int& s) {
-  return c.Digits(2, h) && c.Lit(":") && c.Digits(2, m) && c.Lit(":") && c.Digits(2, s) && h <= 23 && m <= 59 &&
-         s <= 60;
-}
-
-std::optional<SystemTime> MakeTime(int year, int month, int day, int h, int m, int s) {
-  using namespace std::chrono;
-  year_month_day ymd{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
-                     std::chrono::day{static_cast<unsigned>(day)}};
-  if (!ymd.ok()) return std::nullopt;
-  return time_point_cast<SystemTime::duration>(sys_days{ymd} + hours{h} + minutes{m} + seconds{s});
-}
-
-std::optional<SystemTime> ParseHttpDate(std::string_view v, SystemTime now) {
-  int wd = 0, day = 0, mon = 0, year = 0, h = 0, m = 0, s = 0;
-  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
-  {
-    Cursor c(v);
-    if (c.OneOf(kDays, wd) && c.Lit(", ") && c.Digits(2, day) && c.Lit(" ") && c.OneOf(kMonths, mon) &&
-        c.Lit(" ") && c.Digits(4, year) && c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" GMT") && c.AtEnd()) {
-      return MakeTime(year, mon + 1, day, h, m, s);
-    }
-  }
-  // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
-  {
-    Cursor c(v);
-    if (c.OneOf(kLongDays, wd) && c.Lit(", ") && c.Digits(2, day) && c.Lit("-") && c.OneOf(kMonths, mon) &&
-        c.Lit("-") && c.Digits(2, year) && c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" GMT") && c.AtEnd()) {
-      // RFC 9110: a two-digit year more than 50 years ahead is the most recent such year past.
-      int this_year = static_cast<int>(
-          std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
-      int full = this_year - this_year % 100 + year;
-      if (full > this_year + 50) full -= 100;
-      return MakeTime(full, mon + 1, day, h, m, s);
-    }
-  }
-  // asctime: "Sun Nov  6 08:49:37 1994"
-  {
-    Cursor c(v);
-    if (c.OneOf(kDays, wd) && c.Lit(" ") && c.OneOf(kMonths, mon) && c.Lit(" ")) {
-      size_t at = c.pos();
-      if (!c.Digits(2, day)) {
-        c.Rewind(at);
-        if (!(c.Lit(" ") && c.Digits(1, day))) return std::nullopt;
-      }
-      if (c.Lit(" ") && TimeOfDay(c, h, m, s) && c.Lit(" ") && c.Digits(4, year) && c.AtEnd()) {
-        return MakeTime(year, mon + 1, day, h, m, s);
-      }
-    }
-  }
-  return std::nullopt;
-}
+thread_local WebhookThread t_handle;
 
 }  // namespace
 
@@ -501,59 +222,15 @@ std::string HmacSha256Hex(std::string_view key, std::string_view data) {
   return hex;
 }
 
-const char* NonPublicAddressReason(const sockaddr* addr) {
-  if (!addr) return "not an address";
-  if (addr->sa_family == AF_INET) {
-    return Ipv4Reason(ntohl(reinterpret_cast<const sockaddr_in*>(addr)->sin_addr.s_addr));
-  }
-  if (addr->sa_family == AF_INET6) {
-    return Ipv6Reason(reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr.s6_addr);
-  }
-  return "not an IPv4 or IPv6 address";
-}
-
-bool IsPublicAddress(const sockaddr* addr) { return NonPublicAddressReason(addr) == nullptr; }
-
-bool IsPublicAddress(std::string_view numeric_address) {
-  std::optional<Address> a = ParseNumericAddress(numeric_address);
-  return a && IsPublicAddress(a->sa());
-}
-
-std::optional<Millis> ParseRetryAfter(std::string_view v, SystemTime now) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  if (v.empty()) return std::nullopt;
-  if (std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    // RFC 9111 caps overflowing delta-seconds at 2^31 - 1; so do we, to stay in range.
-    constexpr long long kMax = 2147483647;
-    long long secs = 0;
-    for (char c : v) secs = std::min(kMax, secs * 10 + (c - '0'));
-    return Millis(secs * 1000);
-  }
-  std::optional<SystemTime> at = ParseHttpDate(v, now);
-  if (!at) return std::nullopt;
-  if (*at <= now) return Millis(0);
-  return std::chrono::ceil<Millis>(*at - now);
-}
-
 WebhookChannel::WebhookChannel(WebhookConfig config)
-    : config_(std::move(config)), usable_(ValidateWebhookConfig(config_)), id_(g_next_channel_id++) {
-  // Once per process, before any thread creates a handle (curl_global_init is not thread-safe).
-  std::call_once(g_curl_once, [] { g_curl_init = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (usable_.ok() && g_curl_init != CURLE_OK) {
-    usable_ = Status::Internal(std::string("libcurl initialisation failed: ") + curl_easy_strerror(g_curl_init));
-  }
+    : config_(std::move(config)), usable_(ValidateWebhookConfig(config_)), id_(NextCurlOwner()) {
+  if (Status s = CurlGlobalInit(); usable_.ok() && !s.ok()) usable_ = s;
 }
 
 SendResult WebhookChannel::Send(const DeliveryJob& job) {
   const Steady::time_point start = Steady::now();
   const Steady::time_point deadline = start + config_.timeout;
-  if (!usable_.ok()) {
-    // Our configuration, not the job: retrying in this process cannot help, and the dead letter
-    // can be replayed once the configuration is fixed.
-    if (usable_.code() == Status::Code::kInvalid) return SendResult::Permanent("webhook channel: " + usable_.message());
-    return SendResult::Retryable("webhook channel: " + usable_.message());
-  }
+  if (!usable_.ok()) return UnusableChannel("webhook", usable_);
 
   Target target;
   if (std::string problem = ParseTarget(job.contact, target); !problem.empty()) {
@@ -622,7 +299,9 @@ SendResult WebhookChannel::Send(const DeliveryJob& job) {
   auto connect_budget = std::min(remaining, config_.connect_timeout - std::chrono::ceil<Millis>(Steady::now() - start));
   connect_budget = std::max(connect_budget, Millis(1));
 
-  CURL* curl = HandleFor(id_);
+  bool fresh = false;
+  CURL* curl = ThreadHandle(t_handle.handle, id_, &fresh);
+  if (fresh) t_handle.pinned.clear();
   if (!curl) return SendResult::Retryable("webhook channel: cannot create a curl handle");
 
   char errbuf[CURL_ERROR_SIZE] = "";
@@ -672,7 +351,7 @@ SendResult WebhookChannel::Send(const DeliveryJob& job) {
       return SendResult::Retryable("timeout (channels.webhook.timeout " + FormatDuration(config_.timeout) +
                                    ", connect_timeout " + FormatDuration(config_.connect_timeout) + "): " + what);
     }
-    if (PermanentCurlError(rc)) return SendResult::Permanent(what);
+    if (PermanentHttpError(rc)) return SendResult::Permanent(what);
     return SendResult::Retryable(what);
   }
 

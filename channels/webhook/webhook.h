@@ -24,10 +24,10 @@
 #include <string_view>
 
 #include "channels/channel.h"
+#include "channels/curl_support.h"    // ParseRetryAfter
+#include "channels/public_address.h"  // NonPublicAddressReason, IsPublicAddress
 #include "core/status.h"
 #include "core/time.h"
-
-struct sockaddr;
 
 namespace herald {
 
@@ -62,18 +62,5 @@ std::string WebhookBody(const DeliveryJob& job);
 
 // Lower-case hex HMAC-SHA256 of `data` under `key` (empty on an OpenSSL failure).
 std::string HmacSha256Hex(std::string_view key, std::string_view data);
-
-// Why a webhook must not connect to `addr` (an AF_INET or AF_INET6 sockaddr), e.g.
-// "loopback (127.0.0.0/8)", or nullptr if it is a public unicast address. IPv4 addresses
-// embedded in IPv6 (mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, 6to4 2002::/16) are judged as IPv4.
-const char* NonPublicAddressReason(const sockaddr* addr);
-bool IsPublicAddress(const sockaddr* addr);
-// The same for a numeric address ("203.0.113.9", "::ffff:127.0.0.1"); false if it is not one.
-bool IsPublicAddress(std::string_view numeric_address);
-
-// A Retry-After value (RFC 9110 10.2.3) as a delay from `now`: delta-seconds or an HTTP-date
-// (IMF-fixdate, or the obsolete RFC 850 and asctime forms); a date in the past gives 0.
-// nullopt for anything else.
-std::optional<Millis> ParseRetryAfter(std::string_view value, SystemTime now);
 
 }  // namespace herald

@@ -41,6 +41,8 @@ TEST_CASE("base64url round-trips every length and refuses other characters") {
   CHECK(Base64Encode("\xfb\xff") == "+/8=");
   CHECK(Base64UrlDecode("-_8=") == std::string("\xfb\xff"));
   CHECK_FALSE(Base64UrlDecode("ab+c"));
+  CHECK(Base64DecodeLenient("+/8=") == std::string("\xfb\xff"));
+  CHECK_FALSE(Base64DecodeLenient("ab c"));
   CHECK_FALSE(Base64UrlDecode("a"));
 }
 

@@ -166,6 +166,27 @@ TEST_CASE("Worker: an invalid contact is removed from the user's preferences, th
   CHECK(after.contacts.email == "a@example.org");
 }
 
+TEST_CASE("Worker: push subscriptions the channel reports gone are removed even when the job was sent") {
+  WorkerHarness h("worker-push-gone");
+  Preferences p = DefaultPreferences("u-1");
+  p.contacts.push = {{"fcm", "", "", "", "token-live"}, {"apns", "", "", "", "token-gone"},
+                     {"webpush", "https://push.example.org/gone", "BAAA", "AAAA", ""}};
+  REQUIRE(h.store->PutPreferences(p).ok());
+  SendResult ok = SendResult::Ok();
+  ok.invalid_contacts = {"token-gone", "https://push.example.org/gone"};
+  ScriptedChannel ch({}, ok);
+  auto w = h.Worker("push", ch);
+  json job = Job("push", "u-1");
+  h.PublishJob("push", job);
+  bool sent = false;
+  REQUIRE(WaitFor([&] { return h.store->WasSent(job["delivery_id"], sent).ok() && sent; }, 10s));
+  Preferences after;
+  REQUIRE(WaitFor([&] { return h.store->GetPreferences("u-1", after).ok() && after.contacts.push.size() == 1; }, 10s));
+  CHECK(after.contacts.push[0].token == "token-live");
+  Peek peek(h.vhost.url());
+  CHECK(peek.Depth("herald.dlq") == 0);
+}
+
 TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub once") {
   WorkerHarness h("worker-inapp");
   InAppHub hub;
