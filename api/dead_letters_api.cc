@@ -5,7 +5,6 @@
 #include <charconv>
 
 #include "api/server.h"
-#include "core/base64.h"
 #include "core/time.h"
 #include "workers/dead_letters.h"
 
@@ -34,22 +33,9 @@ nlohmann::json LetterJson(const DeadLetter& d) {
 }
 
 Problem BadFilter(const Status& s) {
-  const std::string& m = s.message();
-  size_t colon = m.find(": ");
-  std::string field = colon == std::string::npos ? "" : m.substr(0, colon);
-  if (m.rfind("unknown channel", 0) == 0) field = "channel";
-  return Problem::Make(400, "invalid_filter", m, field);
-}
-
-std::string EncodeAfter(long long id) { return Base64UrlEncode("d1:" + std::to_string(id)); }
-
-std::optional<long long> DecodeAfter(const std::string& cursor) {
-  auto raw = Base64UrlDecode(cursor);
-  if (!raw || raw->rfind("d1:", 0) != 0) return std::nullopt;
-  long long id = 0;
-  auto [end, ec] = std::from_chars(raw->data() + 3, raw->data() + raw->size(), id);
-  if (ec != std::errc() || end != raw->data() + raw->size() || id < 0) return std::nullopt;
-  return id;
+  std::string field = FieldOf(s);
+  if (s.message().rfind("unknown channel", 0) == 0) field = "channel";
+  return Problem::Make(400, "invalid_filter", s.message(), field);
 }
 
 Problem Busy() {
@@ -137,19 +123,11 @@ void ApiServer::ListDeadLetters(Call& c) {
   DeadLetterQuery q;
   FilterFromQuery(c, q);
   long long limit = kDefaultPage;
-  if (c.req.has_param("limit")) {
-    std::string v = c.Query("limit");
-    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), limit);
-    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || limit < 1 || limit > kMaxPage) {
-      return c.Fail(Problem::Make(400, "invalid_parameter",
-                                  "limit must be an integer from 1 to " + std::to_string(kMaxPage) + " (got \"" + v + "\")",
-                                  "limit"));
-    }
-  }
+  if (!c.IntQuery("limit", 1, kMaxPage, limit)) return;
   DeadLetterSelection sel;
   if (Status s = BuildDeadLetterSelection(q, d_.clock->Now(), "", sel); !s.ok()) return c.Fail(BadFilter(s));
   if (std::string cursor = c.Query("cursor"); !cursor.empty()) {
-    auto after = DecodeAfter(cursor);
+    auto after = DecodeCursor("d1", cursor, 0);
     if (!after) return c.Fail(Problem::Make(400, "invalid_cursor", "cursor: not a cursor this API gave out", "cursor"));
     sel.filter.after_id = *after;
   }
@@ -162,7 +140,7 @@ void ApiServer::ListDeadLetters(Call& c) {
   if (more) rows.resize(static_cast<size_t>(limit));
   nlohmann::json items = nlohmann::json::array();
   for (const DeadLetter& d : rows) items.push_back(LetterJson(d));
-  c.Json(200, {{"items", items}, {"next_cursor", more ? nlohmann::json(EncodeAfter(rows.back().id)) : nlohmann::json(nullptr)}});
+  c.Json(200, {{"items", items}, {"next_cursor", more ? nlohmann::json(EncodeCursor("d1", rows.back().id)) : nlohmann::json(nullptr)}});
 }
 
 void ApiServer::ReplayDeadLetters(Call& c) {

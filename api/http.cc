@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
+
+#include "core/base64.h"
 
 namespace herald::api {
 namespace {
@@ -71,6 +74,41 @@ Problem StoreUnavailable(const Status& s) {
   Problem p = Problem::Make(503, "store_unavailable", "the store cannot be used right now; try again shortly");
   p.headers.push_back({"Retry-After", "5"});
   return p;
+}
+
+std::string FieldOf(const Status& s) {
+  size_t colon = s.message().find(": ");
+  return colon == std::string::npos ? "" : s.message().substr(0, colon);
+}
+
+std::string EncodeCursor(const std::string& kind, long long position) {
+  return Base64UrlEncode(kind + ":" + std::to_string(position));
+}
+
+std::optional<long long> DecodeCursor(const std::string& kind, const std::string& cursor, long long min) {
+  auto raw = Base64UrlDecode(cursor);
+  const std::string prefix = kind + ":";
+  if (!raw || raw->rfind(prefix, 0) != 0) return std::nullopt;
+  long long n = 0;
+  auto [end, ec] = std::from_chars(raw->data() + prefix.size(), raw->data() + raw->size(), n);
+  if (ec != std::errc() || end != raw->data() + raw->size() || n < min) return std::nullopt;
+  return n;
+}
+
+bool Call::IntQuery(const std::string& name, long long min, long long max, long long& out) {
+  if (!req.has_param(name.c_str())) return true;
+  std::string v = req.get_param_value(name.c_str());
+  long long n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < min || n > max) {
+    Fail(Problem::Make(400, "invalid_parameter",
+                       name + " must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                           " (got \"" + v + "\")",
+                       name));
+    return false;
+  }
+  out = n;
+  return true;
 }
 
 bool Call::CheckBody(size_t max_bytes, const std::vector<std::string>& content_types) {

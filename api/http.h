@@ -40,6 +40,13 @@ struct Problem {
 // The store failed: 503 with Retry-After; the store's own words go to the log only.
 Problem StoreUnavailable(const Status& s);
 
+// The field a validation message names: "contacts.push[1].endpoint: required" -> its prefix.
+std::string FieldOf(const Status& s);
+
+// Opaque paging cursors: `kind` ("i1", "d1") keeps one route's cursor from being used on another.
+std::string EncodeCursor(const std::string& kind, long long position);
+std::optional<long long> DecodeCursor(const std::string& kind, const std::string& cursor, long long min);
+
 // Writes `p` as the response: status, headers and the problem document.
 void RenderProblem(const Problem& p, const std::string& instance, httplib::Response& res);
 
@@ -67,6 +74,9 @@ struct Call {
   bool ReadJson(nlohmann::json& out, size_t max_bytes, const std::vector<std::string>& content_types = {"application/json"});
   // Only the size and content type checks of ReadJson, for bodies another parser reads.
   bool CheckBody(size_t max_bytes, const std::vector<std::string>& content_types);
+  // An integer query parameter within [min, max], left as is when absent; on a bad value renders
+  // 400 invalid_parameter and returns false.
+  bool IntQuery(const std::string& name, long long min, long long max, long long& out);
   // A query parameter, or `fallback`.
   std::string Query(const std::string& name, const std::string& fallback = "") const;
 };

@@ -7,7 +7,6 @@
 
 #include "broker/topology.h"
 #include "channels/registry.h"
-#include "core/base64.h"
 #include "core/metrics.h"
 #include "core/time.h"
 #include "engine/control.h"
@@ -29,12 +28,7 @@ CounterFamily& Requests() {
   return f;
 }
 
-// "contacts.push[1].endpoint: required" -> field "contacts.push[1].endpoint".
-Problem InvalidFrom(const Status& s) {
-  const std::string& m = s.message();
-  size_t colon = m.find(": ");
-  return Problem::Make(422, "invalid_field", m, colon == std::string::npos ? "" : m.substr(0, colon));
-}
+Problem InvalidFrom(const Status& s) { return Problem::Make(422, "invalid_field", s.message(), FieldOf(s)); }
 
 nlohmann::json InboxJson(const InboxEntry& e) {
   auto data = nlohmann::json::parse(e.data_json, nullptr, false);
@@ -47,34 +41,6 @@ nlohmann::json InboxJson(const InboxEntry& e) {
           {"data", data.is_discarded() ? nlohmann::json::object() : data},
           {"created_at", FormatRfc3339(e.created_at)},
           {"read_at", e.read_at ? nlohmann::json(FormatRfc3339(*e.read_at)) : nlohmann::json(nullptr)}};
-}
-
-std::string EncodeCursor(long long seq) { return Base64UrlEncode("i1:" + std::to_string(seq)); }
-
-std::optional<long long> DecodeCursor(const std::string& cursor) {
-  auto raw = Base64UrlDecode(cursor);
-  if (!raw || raw->rfind("i1:", 0) != 0) return std::nullopt;
-  long long seq = 0;
-  auto [end, ec] = std::from_chars(raw->data() + 3, raw->data() + raw->size(), seq);
-  if (ec != std::errc() || end != raw->data() + raw->size() || seq <= 0) return std::nullopt;
-  return seq;
-}
-
-// A non-negative integer query parameter within [min, max].
-bool IntParam(Call& c, const std::string& name, long long min, long long max, long long& out) {
-  if (!c.req.has_param(name.c_str())) return true;
-  std::string v = c.req.get_param_value(name.c_str());
-  long long n = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < min || n > max) {
-    c.Fail(Problem::Make(400, "invalid_parameter",
-                         name + " must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
-                             " (got \"" + v + "\")",
-                         name));
-    return false;
-  }
-  out = n;
-  return true;
 }
 
 }  // namespace
@@ -351,10 +317,10 @@ void ApiServer::PostPresence(Call& c) {
 
 void ApiServer::ListNotifications(Call& c) {
   long long limit = 20;
-  if (!IntParam(c, "limit", 1, kMaxPage, limit)) return;
+  if (!c.IntQuery("limit", 1, kMaxPage, limit)) return;
   long long before = 0;
   if (std::string cursor = c.Query("cursor"); !cursor.empty()) {
-    auto seq = DecodeCursor(cursor);
+    auto seq = DecodeCursor("i1", cursor, 1);
     if (!seq) return c.Fail(Problem::Make(400, "invalid_cursor", "cursor: not a cursor this API gave out", "cursor"));
     before = *seq;
   }
@@ -367,7 +333,7 @@ void ApiServer::ListNotifications(Call& c) {
   nlohmann::json items = nlohmann::json::array();
   for (const InboxEntry& e : entries) items.push_back(InboxJson(e));
   c.Json(200, {{"items", items},
-               {"next_cursor", more ? nlohmann::json(EncodeCursor(entries.back().seq)) : nlohmann::json(nullptr)}});
+               {"next_cursor", more ? nlohmann::json(EncodeCursor("i1", entries.back().seq)) : nlohmann::json(nullptr)}});
 }
 
 void ApiServer::MarkRead(Call& c) {

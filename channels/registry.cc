@@ -82,30 +82,27 @@ Status MakePush(const ChannelConfig& cc, const ChannelContext& ctx, std::unique_
   return Status::Ok();
 }
 
+// A channel built from its own validated settings (e-mail, webhook).
+template <typename Settings, typename ChannelType, Status (*Validate)(const Settings&)>
+Status MakeValidated(const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
+  const auto& c = *static_cast<const Settings*>(cc.settings.get());
+  if (Status s = Validate(c); !s.ok()) return s;
+  out = std::make_unique<ChannelType>(c);
+  return Status::Ok();
+}
+
 }  // namespace
 
 const std::vector<ChannelSpec>& ChannelRegistry() {
   static const std::vector<ChannelSpec> kChannels = {
-      {"email", 30, BindEmail,
-       [](const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
-         const auto& c = *static_cast<const EmailConfig*>(cc.settings.get());
-         if (Status s = ValidateEmailConfig(c); !s.ok()) return s;
-         out = std::make_unique<EmailChannel>(c);
-         return Status::Ok();
-       }},
+      {"email", 30, BindEmail, MakeValidated<EmailConfig, EmailChannel, ValidateEmailConfig>},
       {"in_app", 0, NoSettings,
        [](const ChannelConfig&, const ChannelContext& ctx, std::unique_ptr<Channel>& out) {
          out = std::make_unique<InAppChannel>(*ctx.store, *ctx.hub, *ctx.clock);
          return Status::Ok();
        }},
       {"push", 0, BindPush, MakePush},
-      {"webhook", 0, BindWebhook,
-       [](const ChannelConfig& cc, const ChannelContext&, std::unique_ptr<Channel>& out) {
-         const auto& c = *static_cast<const WebhookConfig*>(cc.settings.get());
-         if (Status s = ValidateWebhookConfig(c); !s.ok()) return s;
-         out = std::make_unique<WebhookChannel>(c);
-         return Status::Ok();
-       }},
+      {"webhook", 0, BindWebhook, MakeValidated<WebhookConfig, WebhookChannel, ValidateWebhookConfig>},
   };
   return kChannels;
 }
