@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <csignal>
@@ -68,6 +69,8 @@ struct Options {
   size_t job_bytes = 480;     // baseline job size: about what Herald's bench.ping jobs weigh
   int webhook_concurrency = 8;
   std::string queue_type = "quorum";
+  std::string only;           // "herald" or "baseline": measure one system (for profiling; no table)
+  std::vector<double> rates;  // latency phases at these events/s instead of fractions of Herald's rate
 };
 
 void Usage() {
@@ -75,6 +78,7 @@ void Usage() {
       "usage: bench_e2e [--quick] [--users N] [--seconds S] [--latency-seconds S] [--window N]\n"
       "                 [--fanout N,N] [--broker-dir DIR] [--out PREFIX] [--heraldd PATH] [--keep]\n"
       "                 [--queue-type quorum|classic] [--job-bytes N] [--webhook-concurrency N]\n"
+      "                 [--only herald|baseline] [--rates R,R,...]\n"
       "  --quick           20,000 users, 6 s sustained, 5 s per latency level, fan-out 10,000 only\n"
       "  --broker-dir DIR  use the node already running from DIR (scripts/broker.sh start DIR PORT)\n"
       "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)");
@@ -619,6 +623,14 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     else if (a == "--queue-type") o.queue_type = value();
     else if (a == "--job-bytes") o.job_bytes = std::stoul(value());
     else if (a == "--webhook-concurrency") o.webhook_concurrency = std::stoi(value());
+    else if (a == "--only") o.only = value();
+    else if (a == "--rates") {
+      o.rates.clear();
+      std::stringstream ss(value());
+      for (std::string x; std::getline(ss, x, ',');) {
+        if (!x.empty()) o.rates.push_back(std::stod(x));
+      }
+    }
     else if (a == "--help" || a == "-h") return false;
     else throw std::runtime_error("unknown option " + a);
   }
@@ -628,6 +640,9 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     if (!latency_set) o.latency_s = 5;
     if (!fanout_set) o.fanouts = {10000};
     o.warmup_events = 1000;
+  }
+  if (!o.only.empty() && o.only != "herald" && o.only != "baseline") {
+    throw std::runtime_error("--only must be herald or baseline");
   }
   for (long f : o.fanouts) {
     if (f > o.users) throw std::runtime_error("--fanout " + std::to_string(f) + " exceeds --users");
@@ -813,7 +828,9 @@ int Main(int argc, char** argv) {
   // 4. Phases, the baseline and Herald back to back in each.
   json latency[2] = {json::array(), json::array()};
   json fanout[2] = {json::array(), json::array()};
-  System* systems[2] = {&herald, &base};
+  std::vector<System*> systems = {&herald, &base};  // in the order each phase measures them
+  if (o.only == "herald") systems = {&herald};
+  if (o.only == "baseline") systems = {&base};
   for (System* s : systems) {
     say("warming up " + s->name + " (" + std::to_string(o.warmup_events) + " events)");
     json w = bench.ClosedLoop(*s, "warm-up", 120, o.warmup_events);
@@ -826,11 +843,14 @@ int Main(int argc, char** argv) {
     s->result["sustained"] = bench.ClosedLoop(*s, "sustained", o.sustained_s, 0);
     say("  " + Fmt("%.0f", s->result["sustained"]["events_per_s"].get<double>()) + " events/s");
   }
-  const double herald_rate = herald.result["sustained"]["events_per_s"].get<double>();
-  for (double load : o.loads) {
-    for (System* s : {&base, &herald}) {
+  const double herald_rate = systems[0]->result["sustained"]["events_per_s"].get<double>();
+  std::reverse(systems.begin(), systems.end());  // the baseline first from here on
+  std::vector<double> levels = o.rates.empty() ? o.loads : o.rates;
+  for (double level : levels) {
+    const double load = o.rates.empty() ? level : level / herald_rate;
+    for (System* s : systems) {
       if (!alive()) return fail("stopped");
-      double rate = std::max(1.0, load * herald_rate);
+      double rate = o.rates.empty() ? std::max(1.0, load * herald_rate) : level;
       say("latency at " + Fmt("%.0f", load * 100) + " % of Herald's rate (" + Fmt("%.0f", rate) +
           " events/s): " + s->name);
       json l = bench.OpenLoop(*s, rate, o.latency_s);
@@ -842,7 +862,7 @@ int Main(int argc, char** argv) {
     }
   }
   for (long n : o.fanouts) {
-    for (System* s : {&base, &herald}) {
+    for (System* s : systems) {
       if (!alive()) return fail("stopped");
       say("fan-out to " + std::to_string(n) + " recipients: " + s->name);
       json f = bench.Fanout(*s, n);
@@ -859,6 +879,13 @@ int Main(int argc, char** argv) {
   herald.result["peak_rss_mb"] = PeakRssKb(herald.pid) / 1024.0;
   herald.result["rss_after_start_mb"] = rss_start_kb / 1024.0;
   base.result["peak_rss_mb"] = PeakRssKb(base.pid) / 1024.0;
+  if (!o.only.empty()) {
+    json one = (o.only == "herald" ? herald : base).result;
+    std::ofstream(o.out + ".json") << one.dump(2) << "\n";
+    std::printf("%s\n", one.dump(2).c_str());
+    cleanup();
+    return 0;
+  }
   for (System* s : systems) s->result["publish_failures"] = s->publish_failures.load();
 
   char date[32];
