@@ -289,9 +289,11 @@ struct Bench {
 
   struct Cpu {
     double system = 0, broker = 0, self = 0, machine = 0;
+    long long switches = 0;  // context switches of the system's threads
   };
   Cpu Snap(const System& s) {
-    return {CpuSeconds(s.pid), CpuSeconds(broker.beam), CpuSeconds(::getpid()), MachineBusySeconds()};
+    return {CpuSeconds(s.pid), CpuSeconds(broker.beam), CpuSeconds(::getpid()), MachineBusySeconds(),
+            ContextSwitches(s.pid)};
   }
 
   // Waits until `events` events of the phase are complete; false on timeout or interrupt.
@@ -370,6 +372,7 @@ struct Bench {
       r["cpu_s_per_1000_events"] = {{"system", (cpu_b.system - cpu_a.system) / events * 1000},
                                     {"broker", (cpu_b.broker - cpu_a.broker) / events * 1000},
                                     {"bench_tool", (cpu_b.self - cpu_a.self) / events * 1000}};
+      r["context_switches_per_event"] = static_cast<double>(cpu_b.switches - cpu_a.switches) / events;
       double ours = (cpu_b.system - cpu_a.system) + (cpu_b.broker - cpu_a.broker) + (cpu_b.self - cpu_a.self);
       r["cpu_cores_busy"] = {{"system", (cpu_b.system - cpu_a.system) / window_s},
                              {"broker", (cpu_b.broker - cpu_a.broker) / window_s},
@@ -413,6 +416,8 @@ struct Bench {
     if (d.completed > 0) {
       r["cpu_s_per_1000_events"] = {{"system", (cpu_b.system - cpu_a.system) / static_cast<double>(d.completed) * 1000},
                                     {"broker", (cpu_b.broker - cpu_a.broker) / static_cast<double>(d.completed) * 1000}};
+      r["context_switches_per_event"] =
+          static_cast<double>(cpu_b.switches - cpu_a.switches) / static_cast<double>(d.completed);
     }
     return r;
   }

@@ -1,5 +1,6 @@
 #include "bench/e2e/procs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -126,6 +128,24 @@ long StatusKb(pid_t pid, const char* key) {
 
 long PeakRssKb(pid_t pid) { return StatusKb(pid, "VmHWM:"); }
 long RssKb(pid_t pid) { return StatusKb(pid, "VmRSS:"); }
+
+long long ContextSwitches(pid_t pid) {
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return -1;
+  long long total = 0;
+  while (dirent* e = ::readdir(d.get())) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        total += std::atoll(line.c_str() + line.find(':') + 1);
+      }
+    }
+  }
+  return total;
+}
 
 double MachineBusySeconds() {
   std::ifstream in("/proc/stat");

@@ -30,6 +30,8 @@ double CpuSeconds(pid_t pid);
 // VmHWM / VmRSS of `pid` in KiB; -1 if it cannot be read.
 long PeakRssKb(pid_t pid);
 long RssKb(pid_t pid);
+// Context switches (voluntary + involuntary) of all threads of `pid`; -1 if it cannot be read.
+long long ContextSwitches(pid_t pid);
 // Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat.
 double MachineBusySeconds();
 std::string LoadAverage();
