@@ -87,13 +87,12 @@ void Budget::Record(const std::string& user, SystemTime now) {
   }
 }
 
-// Counts the jobs of one event in flight; when the last is confirmed the engine finishes the
-// event (NotificationEngine::Finish).
-struct NotificationEngine::Tracker : std::enable_shared_from_this<Tracker> {
-  Tracker(Done d, std::string id, NotificationEngine& e) : done(std::move(d)), event_id(std::move(id)), engine(e) {}
+// Counts the jobs of one event in flight; reports the event done when the last is confirmed.
+struct NotificationEngine::Tracker {
+  Tracker(Done d, std::string id, Store& s) : done(std::move(d)), event_id(std::move(id)), store(s) {}
   Done done;
   std::string event_id;
-  NotificationEngine& engine;
+  Store& store;
   std::atomic<long long> pending{1};  // 1 until every job has been handed to the publisher
   std::mutex mu;
   Status error;  // the first failure
@@ -104,16 +103,12 @@ struct NotificationEngine::Tracker : std::enable_shared_from_this<Tracker> {
   }
   void Release() {
     if (--pending != 0) return;
-    engine.Finish(shared_from_this());
-  }
-  // Marks the event done (unless a job failed) and reports the outcome.
-  void Complete() {
     Status result;
     {
       std::lock_guard lock(mu);
       result = error;
     }
-    if (result.ok()) result = engine.store_.FinishEvent(event_id);
+    if (result.ok()) result = store.FinishEvent(event_id);
     done(result);
   }
 };
@@ -132,11 +127,7 @@ NotificationEngine::NotificationEngine(const Config& config, Store& store, Prefe
 NotificationEngine::~NotificationEngine() { Stop(); }
 
 void NotificationEngine::Start() {
-  std::lock_guard lock(mu_);
-  for (long long i = 0; i < config_.engine.workers; ++i) {
-    ++running_;
-    workers_.emplace_back([this] { Work(); });
-  }
+  for (long long i = 0; i < config_.engine.workers; ++i) workers_.emplace_back([this] { Work(); });
 }
 
 void NotificationEngine::Stop() {
@@ -176,44 +167,17 @@ void NotificationEngine::Handle(Event event, Done done) {
   done(Status::Unavailable("engine is stopping"));
 }
 
-void NotificationEngine::Finish(std::shared_ptr<Tracker> tracker) {
-  {
-    std::lock_guard lock(mu_);
-    if (running_ > 0) {
-      finishing_.push_back(std::move(tracker));
-      cv_.notify_one();
-      return;
-    }
-  }
-  tracker->Complete();  // no worker left (stopped, or never started): finish here
-}
-
 void NotificationEngine::Work() {
   for (;;) {
     std::pair<Event, Done> item;
-    std::shared_ptr<Tracker> finished;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !finishing_.empty(); });
-      if (!finishing_.empty()) {
-        // Finishing first: it releases events the broker has fully taken.
-        finished = std::move(finishing_.front());
-        finishing_.pop_front();
-      } else if (!queue_.empty()) {
-        item = std::move(queue_.front());
-        queue_.pop_front();
-      } else {
-        // Stopping, and everything taken is done. The last worker out leaves nothing queued;
-        // trackers finishing later run Complete on the thread that releases them.
-        --running_;
-        return;
-      }
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything taken is done
+      item = std::move(queue_.front());
+      queue_.pop_front();
     }
-    if (finished) {
-      finished->Complete();
-    } else {
-      Process(item.first, std::move(item.second));
-    }
+    Process(item.first, std::move(item.second));
   }
 }
 
@@ -256,7 +220,7 @@ void NotificationEngine::Process(Event& event, Done done) {
   if (state == Store::DedupState::kInProgress) {
     spdlog::info("engine: event {} is processed again after an interruption; job ids repeat", event.id);
   }
-  auto tracker = std::make_shared<Tracker>(std::move(done), event.id, *this);
+  auto tracker = std::make_shared<Tracker>(std::move(done), event.id, store_);
   const size_t batch = static_cast<size_t>(config_.engine.fanout_batch);
   Status status;
   if (!event.topic.empty()) {

@@ -73,9 +73,6 @@ class NotificationEngine final : public Engine {
  private:
   struct Tracker;
   void Work();
-  // Marks the tracker's event done in the store and reports it, on a worker thread: the last
-  // confirm arrives on the publisher's thread, which must not wait for the store.
-  void Finish(std::shared_ptr<Tracker> tracker);
   void Process(Event& event, Done done);
   void MaybePurge(SystemTime now);
   Status ProcessBatch(const Event& event, const EventTypeConfig& type, const std::vector<std::string>& users,
@@ -94,9 +91,7 @@ class NotificationEngine final : public Engine {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<Event, Done>> queue_;
-  std::deque<std::shared_ptr<Tracker>> finishing_;  // events whose jobs are all confirmed
   bool stopping_ = false;
-  size_t running_ = 0;  // worker threads still taking work
   std::vector<std::thread> workers_;
 };
 

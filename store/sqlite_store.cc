@@ -2,15 +2,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <limits>
-#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -76,15 +72,11 @@ constexpr int kDedupDone = 1;
 // Ids per GetPreferencesBatch query. Well under SQLite's bound-parameter limit, and large enough
 // that a fan-out of 10,000 recipients takes 20 queries rather than 10,000.
 constexpr size_t kBatchChunk = 500;
-// Chunks up to this size are read one id at a time: SQLite builds a temporary index of all 500
-// parameters of the IN list on every run, bound or not, which costs more than a few lookups by
-// primary key (events for one or two users are the common case).
+// Up to this many ids are read one at a time by primary key: SQLite builds a temporary index of
+// all kBatchChunk parameters of the IN list on every run, bound or not, which made a lookup of one
+// user (an event with one recipient, missing from the cache) cost 35-55 us of CPU instead of
+// 13-21 us (bench/README.md, end to end).
 constexpr size_t kBatchSmall = 8;
-
-// Group commit (SqliteStore::Write): at most this many writes share a transaction, and the
-// committer waits at most this long for writers queued behind it.
-constexpr int kGroupMaxWrites = 256;
-constexpr auto kGroupMaxWait = std::chrono::milliseconds(2);
 // Rows per DELETE in PurgeDedup, so a large purge does not hold the write lock in one go.
 constexpr int kPurgeChunk = 10000;
 
@@ -93,9 +85,6 @@ enum Stmt {
   kBegin,
   kCommit,
   kRollback,
-  kSavepoint,
-  kRelease,
-  kRollbackTo,
   kGetPrefs,
   kGetPrefsBatch,
   kPutPrefs,
@@ -160,9 +149,6 @@ std::string StmtSql(Stmt id) {
     case kBegin: return "BEGIN IMMEDIATE";
     case kCommit: return "COMMIT";
     case kRollback: return "ROLLBACK";
-    case kSavepoint: return "SAVEPOINT write";
-    case kRelease: return "RELEASE write";
-    case kRollbackTo: return "ROLLBACK TO write";
     case kGetPrefs: return "SELECT doc FROM preferences WHERE user_id = ?1";
     case kGetPrefsBatch: return BatchSql();
     case kPutPrefs:
@@ -328,10 +314,9 @@ class SqliteStore final : public Store {
   }
 
   Status CheckWritable() override {
-    return Write("CheckWritable", [&] {
-      return Exec("INSERT INTO herald_meta(key, value) VALUES('last_check', datetime('now')) "
-                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
-    });
+    std::lock_guard lock(mu_);
+    return Exec("INSERT INTO herald_meta(key, value) VALUES('last_check', datetime('now')) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
   }
 
   int SchemaVersion() override {
@@ -426,22 +411,20 @@ class SqliteStore final : public Store {
       // dump() throws on invalid UTF-8, which only a caller that built Preferences by hand can produce.
       return Status::Invalid("preferences: strings must be valid UTF-8");
     }
-    return Write("PutPreferences", [&] {
-      Use q(stmts_[kPutPrefs]);
-      if (!BindText(q, 1, p.user_id) || !BindText(q, 2, text) ||
-          sqlite3_bind_int64(q.get(), 3, ToMillis(std::chrono::system_clock::now())) != SQLITE_OK) {
-        return Error("PutPreferences");
-      }
-      return Done(q, "PutPreferences");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPutPrefs]);
+    if (!BindText(q, 1, p.user_id) || !BindText(q, 2, text) ||
+        sqlite3_bind_int64(q.get(), 3, ToMillis(std::chrono::system_clock::now())) != SQLITE_OK) {
+      return Error("PutPreferences");
+    }
+    return Done(q, "PutPreferences");
   }
 
   Status DeletePreferences(const std::string& user_id) override {
-    return Write("DeletePreferences", [&] {
-      Use q(stmts_[kDeletePrefs]);
-      if (!BindText(q, 1, user_id)) return Error("DeletePreferences");
-      return Done(q, "DeletePreferences");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kDeletePrefs]);
+    if (!BindText(q, 1, user_id)) return Error("DeletePreferences");
+    return Done(q, "DeletePreferences");
   }
 
   // ---- topics ----
@@ -449,19 +432,17 @@ class SqliteStore final : public Store {
   Status Subscribe(const std::string& topic, const std::string& user_id) override {
     if (std::string why = CheckUserId(topic); !why.empty()) return Status::Invalid("topic: " + why);
     if (std::string why = CheckUserId(user_id); !why.empty()) return Status::Invalid("user_id: " + why);
-    return Write("Subscribe", [&] {
-      Use q(stmts_[kSubscribe]);
-      if (!BindText(q, 1, topic) || !BindText(q, 2, user_id)) return Error("Subscribe");
-      return Done(q, "Subscribe");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kSubscribe]);
+    if (!BindText(q, 1, topic) || !BindText(q, 2, user_id)) return Error("Subscribe");
+    return Done(q, "Subscribe");
   }
 
   Status Unsubscribe(const std::string& topic, const std::string& user_id) override {
-    return Write("Unsubscribe", [&] {
-      Use q(stmts_[kUnsubscribe]);
-      if (!BindText(q, 1, topic) || !BindText(q, 2, user_id)) return Error("Unsubscribe");
-      return Done(q, "Unsubscribe");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kUnsubscribe]);
+    if (!BindText(q, 1, topic) || !BindText(q, 2, user_id)) return Error("Unsubscribe");
+    return Done(q, "Unsubscribe");
   }
 
   Status TopicPage(const std::string& topic, const std::string& after, size_t limit,
@@ -488,57 +469,57 @@ class SqliteStore final : public Store {
 
   Status BeginEvent(const std::string& event_id, SystemTime now, SystemTime expires_at,
                     DedupState& state) override {
-    // Read and write in one write (an IMMEDIATE transaction, see Write), so two consumers
-    // (threads or processes) that receive the same event at once cannot both see it as new.
-    DedupState result = DedupState::kNew;
-    Status status = Write("BeginEvent", [&] {
-      int64_t now_ms = ToMillis(now);
-      {
-        Use q(stmts_[kDedupGet]);
-        if (!BindText(q, 1, event_id)) return Error("BeginEvent");
-        int rc = sqlite3_step(q.get());
-        if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
-          result = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
-          return Status::Ok();
-        }
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
+    std::lock_guard lock(mu_);
+    // Read and write in one IMMEDIATE transaction, so two consumers (threads or processes) that
+    // receive the same event at once cannot both see it as new.
+    Transaction tx(*this);
+    if (Status s = tx.Begin("BeginEvent"); !s.ok()) return s;
+    int64_t now_ms = ToMillis(now);
+    {
+      Use q(stmts_[kDedupGet]);
+      if (!BindText(q, 1, event_id)) return Error("BeginEvent");
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
+        DedupState found = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
+        q.Release();
+        if (Status s = tx.Commit("BeginEvent"); !s.ok()) return s;
+        state = found;
+        return Status::Ok();
       }
-      // No record, or one that has expired: this is a new occurrence.
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
+    }
+    // No record, or one that has expired: this is a new occurrence.
+    {
       Use q(stmts_[kDedupPut]);
       if (!BindText(q, 1, event_id) || sqlite3_bind_int64(q.get(), 2, now_ms) != SQLITE_OK ||
           sqlite3_bind_int64(q.get(), 3, ToMillis(expires_at)) != SQLITE_OK) {
         return Error("BeginEvent");
       }
-      result = DedupState::kNew;
-      return Done(q, "BeginEvent");
-    });
-    if (status.ok()) state = result;
-    return status;
+      if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
+    }
+    if (Status s = tx.Commit("BeginEvent"); !s.ok()) return s;
+    state = DedupState::kNew;
+    return Status::Ok();
   }
 
   Status FinishEvent(const std::string& event_id) override {
     static_assert(kDedupInProgress == 0 && kDedupDone == 1, "the SQL of kDedupPut and kDedupFinish");
-    return Write("FinishEvent", [&] {
-      Use q(stmts_[kDedupFinish]);
-      if (!BindText(q, 1, event_id)) return Error("FinishEvent");
-      return Done(q, "FinishEvent");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kDedupFinish]);
+    if (!BindText(q, 1, event_id)) return Error("FinishEvent");
+    return Done(q, "FinishEvent");
   }
 
   Status PurgeDedup(SystemTime now, size_t& purged) override {
     purged = 0;
     int64_t now_ms = ToMillis(now);
     for (;;) {
-      // One write per chunk so other threads get the connection between chunks.
-      int n = 0;
-      Status s = Write("PurgeDedup", [&] {
-        Use q(stmts_[kDedupPurge]);
-        if (sqlite3_bind_int64(q.get(), 1, now_ms) != SQLITE_OK) return Error("PurgeDedup");
-        if (Status s = Done(q, "PurgeDedup"); !s.ok()) return s;
-        n = sqlite3_changes(db_);
-        return Status::Ok();
-      });
-      if (!s.ok()) return s;
+      // The lock is taken per chunk so other threads get the connection between chunks.
+      std::lock_guard lock(mu_);
+      Use q(stmts_[kDedupPurge]);
+      if (sqlite3_bind_int64(q.get(), 1, now_ms) != SQLITE_OK) return Error("PurgeDedup");
+      if (Status s = Done(q, "PurgeDedup"); !s.ok()) return s;
+      int n = sqlite3_changes(db_);
       purged += static_cast<size_t>(n);
       if (n < kPurgeChunk) return Status::Ok();
     }
@@ -549,23 +530,19 @@ class SqliteStore final : public Store {
     const int64_t before_ms = ToMillis(before);
     for (;;) {
       // Chunked like PurgeDedup, so other threads get the connection in between.
-      int n = 0;
-      Status s = Write("PurgeSent", [&] {
-        sqlite3_stmt* raw = nullptr;
-        if (sqlite3_prepare_v2(db_,
-                               "DELETE FROM sent_deliveries WHERE delivery_id IN (SELECT delivery_id FROM "
-                               "sent_deliveries WHERE sent_at < ?1 LIMIT 10000)",
-                               -1, &raw, nullptr) != SQLITE_OK) {
-          return Error("PurgeSent");
-        }
-        sqlite3_bind_int64(raw, 1, before_ms);
-        int rc = sqlite3_step(raw);
-        sqlite3_finalize(raw);
-        if (rc != SQLITE_DONE) return Error("PurgeSent");
-        n = sqlite3_changes(db_);
-        return Status::Ok();
-      });
-      if (!s.ok()) return s;
+      std::lock_guard lock(mu_);
+      sqlite3_stmt* raw = nullptr;
+      if (sqlite3_prepare_v2(db_,
+                             "DELETE FROM sent_deliveries WHERE delivery_id IN (SELECT delivery_id FROM sent_deliveries "
+                             "WHERE sent_at < ?1 LIMIT 10000)",
+                             -1, &raw, nullptr) != SQLITE_OK) {
+        return Error("PurgeSent");
+      }
+      sqlite3_bind_int64(raw, 1, before_ms);
+      int rc = sqlite3_step(raw);
+      sqlite3_finalize(raw);
+      if (rc != SQLITE_DONE) return Error("PurgeSent");
+      int n = sqlite3_changes(db_);
       purged += static_cast<size_t>(n);
       if (n < 10000) return Status::Ok();
     }
@@ -580,18 +557,19 @@ class SqliteStore final : public Store {
         return Status::Invalid("traces[" + std::to_string(i) + "].notification_id: must not be empty");
       }
     }
-    return Write("PutTraces", [&] {
-      for (const TraceRecord& r : records) {
-        Use q(stmts_[kPutTrace]);
-        if (!BindText(q, 1, r.notification_id) || !BindText(q, 2, r.event_id) || !BindText(q, 3, r.event_type) ||
-            !BindText(q, 4, r.user_id) || sqlite3_bind_int64(q.get(), 5, ToMillis(r.created_at)) != SQLITE_OK ||
-            !BindText(q, 6, r.decision_json)) {
-          return Error("PutTraces");
-        }
-        if (Status s = Done(q, "PutTraces"); !s.ok()) return s;
+    std::lock_guard lock(mu_);
+    Transaction tx(*this);
+    if (Status s = tx.Begin("PutTraces"); !s.ok()) return s;
+    for (const TraceRecord& r : records) {
+      Use q(stmts_[kPutTrace]);
+      if (!BindText(q, 1, r.notification_id) || !BindText(q, 2, r.event_id) || !BindText(q, 3, r.event_type) ||
+          !BindText(q, 4, r.user_id) || sqlite3_bind_int64(q.get(), 5, ToMillis(r.created_at)) != SQLITE_OK ||
+          !BindText(q, 6, r.decision_json)) {
+        return Error("PutTraces");
       }
-      return Status::Ok();
-    });
+      if (Status s = Done(q, "PutTraces"); !s.ok()) return s;
+    }
+    return tx.Commit("PutTraces");
   }
 
   Status GetTrace(const std::string& notification_id, TraceRecord& out) override {
@@ -617,38 +595,31 @@ class SqliteStore final : public Store {
   Status PutInbox(InboxEntry& entry, bool& created) override {
     if (entry.notification_id.empty()) return Status::Invalid("inbox entry: notification_id: must not be empty");
     if (entry.user_id.empty()) return Status::Invalid("inbox entry: user_id: must not be empty");
-    bool inserted = false;
-    long long seq = 0;
-    Status status = Write("PutInbox", [&] {
-      {
-        Use q(stmts_[kPutInbox]);
-        bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
-                     BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
-                     BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
-                     BindInt(q, 8, ToMillis(entry.created_at));
-        // Left unbound, ?9 is NULL: unread.
-        if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
-        if (!bound) return Error("PutInbox");
-        if (Status s = Done(q, "PutInbox"); !s.ok()) return s;
-      }
-      // DO NOTHING on a conflict leaves the change count at 0; an insert makes it 1. The connection
-      // is ours alone while mu_ is held, so no other statement can have changed the count since.
-      inserted = sqlite3_changes(db_) > 0;
-      // Read back by id rather than sqlite3_last_insert_rowid, so both outcomes take the same path.
-      // Inbox rows are never deleted, so the row found now is the one that was or was not inserted.
-      Use q(stmts_[kInboxSeq]);
-      if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
-      int rc = sqlite3_step(q.get());
-      if (rc == SQLITE_DONE) {
-        return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id +
-                                "\" vanished after writing");
-      }
-      if (rc != SQLITE_ROW) return Error("PutInbox");
-      seq = sqlite3_column_int64(q.get(), 0);
-      return Status::Ok();
-    });
-    if (!status.ok()) return status;
-    entry.seq = seq;
+    std::lock_guard lock(mu_);
+    {
+      Use q(stmts_[kPutInbox]);
+      bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
+                   BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
+                   BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
+                   BindInt(q, 8, ToMillis(entry.created_at));
+      // Left unbound, ?9 is NULL: unread.
+      if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
+      if (!bound) return Error("PutInbox");
+      if (Status s = Done(q, "PutInbox"); !s.ok()) return s;
+    }
+    // DO NOTHING on a conflict leaves the change count at 0; an insert makes it 1. The connection
+    // is ours alone while mu_ is held, so no other statement can have changed the count since.
+    bool inserted = sqlite3_changes(db_) > 0;
+    // Read back by id rather than sqlite3_last_insert_rowid, so both outcomes take the same path.
+    // Inbox rows are never deleted, so the row found now is the one that was or was not inserted.
+    Use q(stmts_[kInboxSeq]);
+    if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) {
+      return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id + "\" vanished after writing");
+    }
+    if (rc != SQLITE_ROW) return Error("PutInbox");
+    entry.seq = sqlite3_column_int64(q.get(), 0);
     created = inserted;
     return Status::Ok();
   }
@@ -667,44 +638,41 @@ class SqliteStore final : public Store {
 
   Status MarkRead(const std::string& user, const std::string& notification_id, SystemTime at,
                   bool& found) override {
-    // Update and ownership check in one write (an IMMEDIATE transaction): otherwise another
-    // process could insert the entry between a missed update and the check, and we would report
-    // found for an entry that is still unread.
-    bool exists = false;
-    Status status = Write("MarkRead", [&] {
-      {
-        Use q(stmts_[kMarkRead]);
-        if (!BindText(q, 1, user) || !BindText(q, 2, notification_id) || !BindInt(q, 3, ToMillis(at))) {
-          return Error("MarkRead");
-        }
-        if (Status s = Done(q, "MarkRead"); !s.ok()) return s;
-        exists = sqlite3_changes(db_) > 0;
+    std::lock_guard lock(mu_);
+    // Update and ownership check in one IMMEDIATE transaction: otherwise another process could
+    // insert the entry between a missed update and the check, and we would report found for an
+    // entry that is still unread.
+    Transaction tx(*this);
+    if (Status s = tx.Begin("MarkRead"); !s.ok()) return s;
+    bool exists;
+    {
+      Use q(stmts_[kMarkRead]);
+      if (!BindText(q, 1, user) || !BindText(q, 2, notification_id) || !BindInt(q, 3, ToMillis(at))) {
+        return Error("MarkRead");
       }
-      if (!exists) {
-        // Nothing changed: either the entry was read before (found) or it is not this user's.
-        Use q(stmts_[kInboxOwned]);
-        if (!BindText(q, 1, user) || !BindText(q, 2, notification_id)) return Error("MarkRead");
-        int rc = sqlite3_step(q.get());
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("MarkRead");
-        exists = rc == SQLITE_ROW;
-      }
-      return Status::Ok();
-    });
-    if (status.ok()) found = exists;
-    return status;
+      if (Status s = Done(q, "MarkRead"); !s.ok()) return s;
+      exists = sqlite3_changes(db_) > 0;
+    }
+    if (!exists) {
+      // Nothing changed: either the entry was read before (found) or it is not this user's.
+      Use q(stmts_[kInboxOwned]);
+      if (!BindText(q, 1, user) || !BindText(q, 2, notification_id)) return Error("MarkRead");
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("MarkRead");
+      exists = rc == SQLITE_ROW;
+    }
+    if (Status s = tx.Commit("MarkRead"); !s.ok()) return s;
+    found = exists;
+    return Status::Ok();
   }
 
   Status MarkAllRead(const std::string& user, SystemTime at, size_t& changed) override {
-    size_t n = 0;
-    Status status = Write("MarkAllRead", [&] {
-      Use q(stmts_[kMarkAllRead]);
-      if (!BindText(q, 1, user) || !BindInt(q, 2, ToMillis(at))) return Error("MarkAllRead");
-      if (Status s = Done(q, "MarkAllRead"); !s.ok()) return s;
-      n = static_cast<size_t>(sqlite3_changes(db_));
-      return Status::Ok();
-    });
-    if (status.ok()) changed = n;
-    return status;
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kMarkAllRead]);
+    if (!BindText(q, 1, user) || !BindInt(q, 2, ToMillis(at))) return Error("MarkAllRead");
+    if (Status s = Done(q, "MarkAllRead"); !s.ok()) return s;
+    changed = static_cast<size_t>(sqlite3_changes(db_));
+    return Status::Ok();
   }
 
   Status UnreadCount(const std::string& user, size_t& out) override {
@@ -728,36 +696,31 @@ class SqliteStore final : public Store {
 
   Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) override {
     if (delivery_id.empty()) return Status::Invalid("sent delivery: delivery_id: must not be empty");
-    return Write("RecordSent", [&] {
-      Use q(stmts_[kRecordSent]);
-      if (!BindText(q, 1, delivery_id) || !BindText(q, 2, channel) || !BindInt(q, 3, ToMillis(at))) {
-        return Error("RecordSent");
-      }
-      return Done(q, "RecordSent");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kRecordSent]);
+    if (!BindText(q, 1, delivery_id) || !BindText(q, 2, channel) || !BindInt(q, 3, ToMillis(at))) {
+      return Error("RecordSent");
+    }
+    return Done(q, "RecordSent");
   }
 
   // ---- dead letters ----
 
   Status PutDeadLetter(DeadLetter& letter) override {
     if (letter.delivery_id.empty()) return Status::Invalid("dead letter: delivery_id: must not be empty");
-    long long id = 0;
-    Status status = Write("PutDeadLetter", [&] {
-      Use q(stmts_[kPutDeadLetter]);
-      if (!BindText(q, 1, letter.delivery_id) || !BindText(q, 2, letter.channel) || !BindText(q, 3, letter.reason) ||
-          !BindText(q, 4, letter.error) || !BindInt(q, 5, letter.attempts) || !BindText(q, 6, letter.event_id) ||
-          !BindText(q, 7, letter.event_type) || !BindText(q, 8, letter.user_id) ||
-          !BindInt(q, 9, ToMillis(letter.first_failed_at)) || !BindInt(q, 10, ToMillis(letter.dead_at)) ||
-          !BindText(q, 11, letter.job_json) || !BindText(q, 12, letter.headers_json)) {
-        return Error("PutDeadLetter");
-      }
-      if (Status s = Done(q, "PutDeadLetter"); !s.ok()) return s;
-      // Per connection, and the connection is ours while mu_ is held: this is the row just written.
-      id = sqlite3_last_insert_rowid(db_);
-      return Status::Ok();
-    });
-    if (status.ok()) letter.id = id;
-    return status;
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPutDeadLetter]);
+    if (!BindText(q, 1, letter.delivery_id) || !BindText(q, 2, letter.channel) || !BindText(q, 3, letter.reason) ||
+        !BindText(q, 4, letter.error) || !BindInt(q, 5, letter.attempts) || !BindText(q, 6, letter.event_id) ||
+        !BindText(q, 7, letter.event_type) || !BindText(q, 8, letter.user_id) ||
+        !BindInt(q, 9, ToMillis(letter.first_failed_at)) || !BindInt(q, 10, ToMillis(letter.dead_at)) ||
+        !BindText(q, 11, letter.job_json) || !BindText(q, 12, letter.headers_json)) {
+      return Error("PutDeadLetter");
+    }
+    if (Status s = Done(q, "PutDeadLetter"); !s.ok()) return s;
+    // Per connection, and the connection is ours while mu_ is held: this is the row just written.
+    letter.id = sqlite3_last_insert_rowid(db_);
+    return Status::Ok();
   }
 
   Status ListDeadLetters(const DeadLetterFilter& filter, std::vector<DeadLetter>& out) override {
@@ -810,11 +773,10 @@ class SqliteStore final : public Store {
   }
 
   Status DeleteDeadLetter(long long id) override {
-    return Write("DeleteDeadLetter", [&] {
-      Use q(stmts_[kDeleteDeadLetter]);
-      if (!BindInt(q, 1, id)) return Error("DeleteDeadLetter");
-      return Done(q, "DeleteDeadLetter");
-    });
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kDeleteDeadLetter]);
+    if (!BindInt(q, 1, id)) return Error("DeleteDeadLetter");
+    return Done(q, "DeleteDeadLetter");
   }
 
   Status CountDeadLetters(size_t& out) override {
@@ -829,20 +791,15 @@ class SqliteStore final : public Store {
     if (record.action != "replay" && record.action != "purge") {
       return Status::Invalid("audit: action: must be \"replay\" or \"purge\" (got \"" + record.action + "\")");
     }
-    long long id = 0;
-    Status status = Write("PutAudit", [&] {
-      Use q(stmts_[kPutAudit]);
-      if (!BindInt(q, 1, ToMillis(record.at)) || !BindText(q, 2, record.actor) || !BindText(q, 3, record.action) ||
-          !BindText(q, 4, record.filter_json) || !BindInt(q, 5, record.count) ||
-          !BindInt(q, 6, record.dry_run ? 1 : 0)) {
-        return Error("PutAudit");
-      }
-      if (Status s = Done(q, "PutAudit"); !s.ok()) return s;
-      id = sqlite3_last_insert_rowid(db_);
-      return Status::Ok();
-    });
-    if (status.ok()) record.id = id;
-    return status;
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPutAudit]);
+    if (!BindInt(q, 1, ToMillis(record.at)) || !BindText(q, 2, record.actor) || !BindText(q, 3, record.action) ||
+        !BindText(q, 4, record.filter_json) || !BindInt(q, 5, record.count) || !BindInt(q, 6, record.dry_run ? 1 : 0)) {
+      return Error("PutAudit");
+    }
+    if (Status s = Done(q, "PutAudit"); !s.ok()) return s;
+    record.id = sqlite3_last_insert_rowid(db_);
+    return Status::Ok();
   }
 
   Status ListAudit(size_t limit, std::vector<AuditRecord>& out) override {
@@ -892,86 +849,34 @@ class SqliteStore final : public Store {
     sqlite3_stmt* s_;
   };
 
-  // Runs one statement that returns no rows. Caller holds mu_.
-  Status Step(Stmt id, const char* op) {
-    Use q(stmts_[id]);
-    return Done(q, op);
-  }
+  // BEGIN IMMEDIATE ... COMMIT, rolled back if the scope ends before Commit. Caller holds mu_.
+  class Transaction {
+   public:
+    explicit Transaction(SqliteStore& store) : store_(store) {}
+    ~Transaction() {
+      if (!open_) return;
+      Use q(store_.stmts_[kRollback]);
+      sqlite3_step(q.get());
+    }
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    Status Begin(const char* op) {
+      Use q(store_.stmts_[kBegin]);
+      if (Status s = store_.Done(q, op); !s.ok()) return s;
+      open_ = true;
+      return Status::Ok();
+    }
+    Status Commit(const char* op) {
+      Use q(store_.stmts_[kCommit]);
+      if (Status s = store_.Done(q, op); !s.ok()) return s;  // still open: the destructor rolls back
+      open_ = false;
+      return Status::Ok();
+    }
 
-  // Group commit. Every write runs through here: `body` (which must not take mu_) runs in a
-  // savepoint of its own inside a transaction that writers from other threads share. The first
-  // writer opens it (BEGIN IMMEDIATE, so it holds SQLite's write lock from the start) and is its
-  // committer: before committing it lets the writers that are queued for the connection add their
-  // work (at most kGroupMaxWrites, waiting at most kGroupMaxWait), then commits once for all.
-  // Every Write returns only after its changes are committed (or with an error, its changes
-  // rolled back), so callers keep the guarantee of one transaction each; what they share is the
-  // WAL write, the checkpoint work and the locks. With no other writer queued the committer
-  // commits at once, so a quiet store adds no latency.
-  // Until the commit, other threads of this process may read the group's rows (one connection);
-  // other processes see them only once committed. If the commit fails, every write of the group
-  // reports the failure.
-  template <class Body>
-  Status Write(const char* op, Body&& body) {
-    writers_queued_.fetch_add(1);
-    std::unique_lock lock(mu_);
-    writers_queued_.fetch_sub(1);
-    if (group_open_ && sqlite3_get_autocommit(db_)) {
-      // SQLite rolled the shared transaction back after an error (I/O, disk full): the group is
-      // lost; its committer reports it. This write waits for the next group.
-      group_lost_ = true;
-    }
-    if (group_open_ && group_lost_) {
-      if (committer_) leader_cv_.notify_one();
-      commit_cv_.wait(lock, [&] { return !group_open_; });
-    }
-    if (!group_open_) {
-      if (Status s = Step(kBegin, op); !s.ok()) return s;
-      group_open_ = true;
-      group_lost_ = false;
-      group_writes_ = 0;
-    }
-    const uint64_t group = group_id_;
-    Status s = Step(kSavepoint, op);
-    if (s.ok()) {
-      s = body();
-      if (s.ok()) s = Step(kRelease, op);
-      if (!s.ok() && !sqlite3_get_autocommit(db_)) {
-        Step(kRollbackTo, op);  // undoes this write only; the savepoint stays until released
-        Step(kRelease, op);
-      }
-    }
-    if (sqlite3_get_autocommit(db_)) group_lost_ = true;
-    ++group_writes_;
-    if (committer_) {
-      if (writers_queued_.load() == 0) leader_cv_.notify_one();
-      if (!s.ok()) return s;
-      commit_cv_.wait(lock, [&] { return committed_ > group; });
-      auto failed = failed_groups_.find(group);
-      return failed == failed_groups_.end() ? Status::Ok() : failed->second;
-    }
-    committer_ = true;
-    const auto deadline = std::chrono::steady_clock::now() + kGroupMaxWait;
-    while (!group_lost_ && writers_queued_.load() > 0 && group_writes_ < kGroupMaxWrites) {
-      if (leader_cv_.wait_until(lock, deadline) == std::cv_status::timeout) break;
-    }
-    Status committed;
-    if (group_lost_ || sqlite3_get_autocommit(db_)) {
-      committed = Status::Unavailable(std::string("store: ") + op +
-                                      ": the transaction was rolled back after an error; nothing was written");
-    } else if (!(committed = Step(kCommit, op)).ok()) {
-      Step(kRollback, op);
-    }
-    if (!committed.ok()) {
-      failed_groups_[group] = committed;
-      // Waiters of older groups have long been woken; keep the map small.
-      while (failed_groups_.size() > 64) failed_groups_.erase(failed_groups_.begin());
-    }
-    group_open_ = false;
-    committer_ = false;
-    committed_ = ++group_id_;
-    commit_cv_.notify_all();
-    return s.ok() ? committed : s;
-  }
+   private:
+    SqliteStore& store_;
+    bool open_ = false;
+  };
 
   // SQLITE_TRANSIENT: SQLite copies the text, so the caller's string may go away before step.
   static bool BindText(const Use& q, int index, const std::string& value) {
@@ -1084,17 +989,6 @@ class SqliteStore final : public Store {
 
   std::mutex mu_;  // one connection, used by one thread at a time
   sqlite3* db_;
-  // Group commit (Write); guarded by mu_ except the counter.
-  std::atomic<int> writers_queued_{0};  // writers waiting for mu_
-  std::condition_variable leader_cv_;   // the committer waits here for queued writers to join
-  std::condition_variable commit_cv_;   // writers wait here for their group's commit
-  bool group_open_ = false;             // a shared transaction is open
-  bool group_lost_ = false;             // SQLite rolled it back: it must not be committed
-  bool committer_ = false;              // its committer is waiting for writers to join
-  int group_writes_ = 0;
-  uint64_t group_id_ = 0;               // the open (or next) group
-  uint64_t committed_ = 0;              // groups below this number are finished
-  std::map<uint64_t, Status> failed_groups_;
   const std::vector<std::string> known_channels_;
   sqlite3_stmt* stmts_[kStmtCount] = {};
   sqlite3_stmt* dead_letter_lists_[kDlCombinations] = {};  // by DeadLetterClause bits; prepared on first use
