@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
@@ -554,6 +555,11 @@ std::string Markdown(const json& r) {
     if (!b["fanout"][i].value("complete", false)) bv = -1;
     md << "| " << what << " | " << Cell(hv, 2) << " | " << Cell(bv, 2) << " | " << RatioCell(hv, bv) << " |\n";
   }
+  md << "\nContext switches per event at saturation: heraldd " << Cell(Num(h, "/sustained/context_switches_per_event"_json_pointer), 1)
+     << ", relay " << Cell(Num(b, "/sustained/context_switches_per_event"_json_pointer), 1)
+     << ". Other processes on the machine kept " << Cell(Num(h, "/sustained/cpu_cores_busy/other_processes"_json_pointer), 2)
+     << " / " << Cell(Num(b, "/sustained/cpu_cores_busy/other_processes"_json_pointer), 2)
+     << " cores busy during Herald's / the baseline's sustained window.\n";
   md << "\n| target | measured | met |\n|---|---|---|\n";
   for (const json& t : r["targets"]) {
     md << "| " << t["target"].get<std::string>() << " | " << t["measured"].get<std::string>() << " | "
@@ -896,8 +902,12 @@ int Main(int argc, char** argv) {
   char date[32];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
+  std::string commit;
+  RunCommand({"/usr/bin/git", "-C", src, "rev-parse", "--short", "HEAD"}, &commit);
+  while (!commit.empty() && std::isspace(static_cast<unsigned char>(commit.back()))) commit.pop_back();
   json result = {{"command", command},
                  {"date", date},
+                 {"commit", commit},
                  {"machine", {{"cores", std::thread::hardware_concurrency()}, {"loadavg_at_end", LoadAverage()}}},
                  {"config",
                   {{"users", o.users},
@@ -917,8 +927,8 @@ int Main(int argc, char** argv) {
   result["targets"] = Targets(result);
   std::string md = Markdown(result);
   std::ofstream(o.out + ".json") << result.dump(2) << "\n";
-  std::ofstream(o.out + ".md") << "Command: `" << command << "` (" << date << ", " << o.users << " users, "
-                                 << o.queue_type << " queues)\n\n" << md;
+  std::ofstream(o.out + ".md") << "Command: `" << command << "` (" << date << ", commit " << commit << ", "
+                                 << o.users << " users, " << o.queue_type << " queues)\n\n" << md;
   say("done; wrote " + o.out + ".json and " + o.out + ".md");
   std::printf("\n%s", md.c_str());
   cleanup();
