@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <limits>
 #include <mutex>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -77,6 +80,17 @@ constexpr int kDedupDone = 1;
 // Ids per GetPreferencesBatch query. Well under SQLite's bound-parameter limit, and large enough
 // that a fan-out of 10,000 recipients takes 20 queries rather than 10,000.
 constexpr size_t kBatchChunk = 500;
+// Up to this many ids are read one at a time by primary key: SQLite builds a temporary index of
+// all kBatchChunk parameters of the IN list on every run, bound or not, which made a lookup of one
+// user (an event with one recipient, missing from the cache) cost 35-55 us of CPU instead of
+// 13-21 us (bench/README.md, end to end).
+constexpr size_t kBatchSmall = 8;
+// SqliteStore's checkpointer thread checkpoints the WAL each time this many frames were added
+// (SQLite's own default for its automatic checkpoint). A checkpoint running beside new writes
+// rarely finds the WAL complete, so the WAL could not start over from its beginning: once it
+// holds kWalRestartFrames, the committing write checkpoints what is left itself, as SQLite would.
+constexpr int kCheckpointFrames = 1000;
+constexpr int kWalRestartFrames = 8000;
 // Rows per DELETE in PurgeDedup, so a large purge does not hold the write lock in one go.
 constexpr int kPurgeChunk = 10000;
 
@@ -266,6 +280,15 @@ class SqliteStore final : public Store {
   SqliteStore(sqlite3* db, std::vector<std::string> known_channels)
       : db_(db), known_channels_(std::move(known_channels)) {}
   ~SqliteStore() override {
+    if (checkpointer_.joinable()) {
+      {
+        std::lock_guard lock(ckpt_mu_);
+        ckpt_stop_ = true;
+      }
+      ckpt_cv_.notify_one();
+      checkpointer_.join();
+    }
+    sqlite3_close_v2(ckpt_db_);
     for (sqlite3_stmt* s : stmts_) sqlite3_finalize(s);
     for (sqlite3_stmt* s : dead_letter_lists_) sqlite3_finalize(s);
     sqlite3_close_v2(db_);
@@ -307,6 +330,64 @@ class SqliteStore final : public Store {
       return s;
     }
     return Exec("COMMIT");
+  }
+
+  // Checkpoints move to a thread with a connection of its own. SQLite's automatic checkpoint runs
+  // inside the commit that crosses the threshold: copying up to kCheckpointFrames pages back into
+  // the database and syncing both files takes milliseconds, during which that write holds the
+  // connection and every thread waiting for the store waits too. The WAL hook below only wakes
+  // the checkpointer; its PASSIVE checkpoint runs beside new writes (they append to the WAL). If
+  // the thread or its connection cannot be had, SQLite's automatic checkpoint stays in place.
+  void StartCheckpointer(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &ckpt_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      sqlite3_close_v2(ckpt_db_);
+      ckpt_db_ = nullptr;
+      return;
+    }
+    sqlite3_exec(ckpt_db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+    try {
+      checkpointer_ = std::thread([this] { CheckpointLoop(); });
+    } catch (const std::system_error&) {
+      sqlite3_close_v2(ckpt_db_);
+      ckpt_db_ = nullptr;
+      return;
+    }
+    std::lock_guard lock(mu_);
+    sqlite3_wal_hook(db_, &SqliteStore::OnWalCommit, this);  // replaces the automatic checkpoint
+  }
+
+  // Called by SQLite after each commit of the main connection (mu_ held), with the WAL's size.
+  static int OnWalCommit(void* self, sqlite3* db, const char*, int frames) {
+    auto* store = static_cast<SqliteStore*>(self);
+    if (frames >= kWalRestartFrames) {
+      // Little is left to copy (the checkpointer kept up); once all is, the next write restarts the WAL.
+      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      std::lock_guard lock(store->ckpt_mu_);
+      store->ckpt_base_ = 0;
+      return SQLITE_OK;
+    }
+    {
+      std::lock_guard lock(store->ckpt_mu_);
+      if (frames < store->ckpt_base_) store->ckpt_base_ = 0;  // the WAL started over
+      if (store->ckpt_due_ || frames - store->ckpt_base_ < kCheckpointFrames) return SQLITE_OK;
+      store->ckpt_base_ = frames;
+      store->ckpt_due_ = true;
+    }
+    store->ckpt_cv_.notify_one();
+    return SQLITE_OK;
+  }
+
+  void CheckpointLoop() {
+    std::unique_lock lock(ckpt_mu_);
+    for (;;) {
+      ckpt_cv_.wait(lock, [&] { return ckpt_due_ || ckpt_stop_; });
+      if (ckpt_stop_) return;
+      lock.unlock();
+      // PASSIVE: copies what no reader still needs and never waits; what it leaves is taken next time.
+      sqlite3_wal_checkpoint_v2(ckpt_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+      ckpt_due_ = false;
+    }
   }
 
   // Prepares every statement once; done after Migrate because they name the migrated tables.
@@ -357,6 +438,25 @@ class SqliteStore final : public Store {
       }
     }
     std::lock_guard lock(mu_);
+    if (ids.size() <= kBatchSmall) {
+      for (const std::string* id : ids) {
+        Use q(stmts_[kGetPrefs]);
+        if (!BindText(q, 1, *id)) return Error("GetPreferencesBatch");
+        int rc = sqlite3_step(q.get());
+        if (rc == SQLITE_DONE) continue;
+        if (rc != SQLITE_ROW) {
+          out.clear();
+          return Error("GetPreferencesBatch");
+        }
+        Preferences p;
+        if (Status s = ParseStored(*id, ColumnText(q.get(), 0), p); !s.ok()) {
+          out.clear();
+          return s;
+        }
+        out.push_back(std::move(p));
+      }
+      return Status::Ok();
+    }
     std::unordered_map<std::string, Preferences> found;
     for (size_t begin = 0; begin < ids.size(); begin += kBatchChunk) {
       size_t end = std::min(ids.size(), begin + kBatchChunk);
@@ -1026,6 +1126,14 @@ class SqliteStore final : public Store {
 
   std::mutex mu_;  // one connection, used by one thread at a time
   sqlite3* db_;
+  // The checkpointer (StartCheckpointer): its own connection, used on its thread only.
+  sqlite3* ckpt_db_ = nullptr;
+  std::thread checkpointer_;
+  std::mutex ckpt_mu_;  // guards the three below
+  std::condition_variable ckpt_cv_;
+  int ckpt_base_ = 0;  // WAL frames when the last checkpoint was asked for
+  bool ckpt_due_ = false;
+  bool ckpt_stop_ = false;
   const std::vector<std::string> known_channels_;
   sqlite3_stmt* stmts_[kStmtCount] = {};
   sqlite3_stmt* dead_letter_lists_[kDlCombinations] = {};  // by DeadLetterClause bits; prepared on first use
@@ -1054,6 +1162,7 @@ Status OpenStore(const std::string& url, std::unique_ptr<Store>& out, const std:
   if (Status s = store->Migrate(); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
   if (Status s = store->PrepareAll(); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
   if (Status s = store->CheckWritable(); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
+  store->StartCheckpointer(path);
   out = std::move(store);
   return Status::Ok();
 }
