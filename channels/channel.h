@@ -31,6 +31,8 @@
 
 namespace herald {
 
+struct StoreWrite;
+
 // A delivery job as published by the engine (docs/delivery-jobs.md).
 struct DeliveryJob {
   std::string delivery_id;
@@ -76,6 +78,15 @@ class Channel {
 
   // Delivers one job (see the contract above).
   virtual SendResult Send(const DeliveryJob& job) = 0;
+
+  // A channel whose delivery is itself a store write (in-app) says so here and fills the write in
+  // PrepareWrite() instead of being sent: the worker applies it in one transaction with the
+  // attempt's "sent" record (the delivery and its mark cannot part), batched with other writes,
+  // and calls Written() once it is durable. A failed write is a retryable failure. Such a channel
+  // never waits on anything but the store, so its jobs are taken on the consumer's thread.
+  virtual bool DeliversByWrite() const { return false; }
+  virtual void PrepareWrite(const DeliveryJob& /*job*/, StoreWrite& /*write*/) {}
+  virtual void Written(const StoreWrite& /*write*/) {}
 };
 
 }  // namespace herald

@@ -199,6 +199,11 @@ int Run(int argc, char** argv) {
   if (drain) drain->Stop(config.shutdown_grace);
   control.Stop();
   publisher.Stop(config.shutdown_grace);
+  store->DrainWrites();  // the last records and event marks, while what they call back still exists
+  if (size_t batches = store->GroupBatches()) {
+    spdlog::info("store: {} writes in {} group transactions ({:.1f} per transaction)", store->GroupWrites(), batches,
+                 static_cast<double>(store->GroupWrites()) / static_cast<double>(batches));
+  }
   spdlog::info("heraldd stopped");
   return 0;
 }

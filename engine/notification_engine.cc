@@ -94,6 +94,7 @@ struct NotificationEngine::Tracker {
   std::string event_id;
   Store& store;
   std::atomic<long long> pending{1};  // 1 until every job has been handed to the publisher
+  bool duplicate = false;             // set before the last Release: ignored, nothing to mark
   std::mutex mu;
   Status error;  // the first failure
 
@@ -108,8 +109,11 @@ struct NotificationEngine::Tracker {
       std::lock_guard lock(mu);
       result = error;
     }
-    if (result.ok()) result = store.FinishEvent(event_id);
-    done(result);
+    if (!result.ok() || duplicate) return done(result);
+    // Marked done with other writes in one transaction (group commit); the event is acked after.
+    StoreWrite w;
+    w.finish_event = event_id;
+    store.Submit(std::move(w), [done = std::move(done)](StoreWrite& w) { done(w.status); });
   }
 };
 
@@ -204,25 +208,31 @@ void NotificationEngine::MaybePurge(SystemTime now) {
   }
 }
 
-void NotificationEngine::Process(Event& event, Done done) {
-  const EventTypeConfig& type = config_.event_types.at(event.type);
-  const SystemTime now = clock_.Now();
-  MaybePurge(now);
-  Store::DedupState state;
-  if (Status s = store_.BeginEvent(event.id, now, now + config_.events.dedup_window, state); !s.ok()) {
-    return done(s);
-  }
-  if (state == Store::DedupState::kDone) {
+bool NotificationEngine::Proceed(const Event& event, DedupState state) {
+  if (state == DedupState::kDone) {
     Duplicates().Inc();
     spdlog::debug("engine: event {} was already processed; ignored (rule 1)", event.id);
-    return done(Status::Ok());
+    return false;
   }
-  if (state == Store::DedupState::kInProgress) {
+  if (state == DedupState::kInProgress) {
     spdlog::info("engine: event {} is processed again after an interruption; job ids repeat", event.id);
   }
+  return true;
+}
+
+void NotificationEngine::Process(Event& event, Done done) {
+  MaybePurge(clock_.Now());
   auto tracker = std::make_shared<Tracker>(std::move(done), event.id, store_);
   const size_t batch = static_cast<size_t>(config_.engine.fanout_batch);
+  // The de-duplication record is written with the first batch's traces, in one transaction:
+  // a second store write per event would cost more than deciding a batch of a duplicate in vain.
+  bool begun = false, duplicate = false;
   Status status;
+  auto run = [&](const std::vector<std::string>& users) {
+    status = ProcessBatch(event, users, tracker, !begun, duplicate);
+    begun = true;
+    return status.ok() && !duplicate;
+  };
   if (!event.topic.empty()) {
     std::string after;
     std::vector<std::string> page;
@@ -230,27 +240,50 @@ void NotificationEngine::Process(Event& event, Done done) {
       if (!(status = store_.TopicPage(event.topic, after, batch, page)).ok()) break;
       if (page.empty()) break;
       after = page.back();
-      status = ProcessBatch(event, type, page, tracker);
-    } while (status.ok() && page.size() == batch);
+    } while (run(page) && page.size() == batch);
   } else {
-    for (size_t i = 0; i < event.recipients.size() && status.ok(); i += batch) {
+    for (size_t i = 0; i < event.recipients.size(); i += batch) {
       std::vector<std::string> users(event.recipients.begin() + i,
                                      event.recipients.begin() + std::min(event.recipients.size(), i + batch));
-      status = ProcessBatch(event, type, users, tracker);
+      if (!run(users)) break;
     }
   }
+  if (status.ok() && !begun) {  // no recipient (an empty topic): the record alone
+    StoreWrite w;
+    const SystemTime now = clock_.Now();
+    w.begin_event = event.id;
+    w.begin_now = now;
+    w.begin_expires_at = now + config_.events.dedup_window;
+    status = store_.ApplyWrite(w);
+    duplicate = status.ok() && !Proceed(event, w.begin_state);
+  }
   if (!status.ok()) tracker->Fail(status);
+  tracker->duplicate = duplicate;
   spdlog::debug("engine: event {} of type {} decided; {} job(s) in flight", event.id, event.type,
                 tracker->pending.load() - 1);
   tracker->Release();
 }
 
-Status NotificationEngine::ProcessBatch(const Event& event, const EventTypeConfig& /*type*/,
-                                        const std::vector<std::string>& users, const std::shared_ptr<Tracker>& tracker) {
+Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<std::string>& users,
+                                        const std::shared_ptr<Tracker>& tracker, bool begin, bool& duplicate) {
   Batch batch;
   if (Status s = BuildBatch(event, users, batch); !s.ok()) return s;
   // The traces are durable before any job leaves, so a job can always be explained.
-  if (Status s = store_.PutTraces(batch.traces); !s.ok()) return s;
+  StoreWrite w;
+  if (begin) {
+    const SystemTime now = clock_.Now();
+    w.begin_event = event.id;
+    w.begin_now = now;
+    w.begin_expires_at = now + config_.events.dedup_window;
+  }
+  w.traces = std::move(batch.traces);
+  if (Status s = store_.ApplyWrite(w); !s.ok()) return s;
+  if (begin && !Proceed(event, w.begin_state)) {
+    duplicate = true;
+    return Status::Ok();
+  }
+  const SystemTime now = clock_.Now();
+  for (const std::string& user : batch.budget_users) budget_.Record(user, now);
   publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
   for (broker::Message& m : batch.jobs) {
     ++tracker->pending;
@@ -273,6 +306,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
   traces.reserve(users.size());
   std::vector<broker::Message>& jobs = out.jobs;
   jobs.clear();
+  out.budget_users.clear();
 
   // What is the same for every recipient is serialised once per batch; per recipient only ids,
   // contacts and the decision are written (docs/delivery-jobs.md has the format).
@@ -332,7 +366,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
     in.loud_last_hour = budget_.Count(user, now);
     in.budget_per_hour = config_.engine.budget_per_hour;
     Decision d = Decide(in);
-    if (d.uses_budget) budget_.Record(user, now);
+    if (d.uses_budget) out.budget_users.push_back(user);
 
     const std::string nid = NotificationId(event.id, user);
     std::string trace;

@@ -67,6 +67,9 @@ class NotificationEngine final : public Engine {
   struct Batch {
     std::vector<TraceRecord> traces;
     std::vector<broker::Message> jobs;
+    // Recipients whose decision uses their hourly budget: recorded once the batch is written
+    // (a duplicate event found then uses none).
+    std::vector<std::string> budget_users;
   };
   Status BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out);
 
@@ -75,8 +78,12 @@ class NotificationEngine final : public Engine {
   void Work();
   void Process(Event& event, Done done);
   void MaybePurge(SystemTime now);
-  Status ProcessBatch(const Event& event, const EventTypeConfig& type, const std::vector<std::string>& users,
-                      const std::shared_ptr<Tracker>& tracker);
+  // Writes the batch's traces (with the event's de-duplication record when `begin` is set: the
+  // first batch) and publishes its jobs; `duplicate` comes back true if the event was done already.
+  Status ProcessBatch(const Event& event, const std::vector<std::string>& users,
+                      const std::shared_ptr<Tracker>& tracker, bool begin, bool& duplicate);
+  // Rule 1 for what the de-duplication record said: false if the event is to be ignored.
+  bool Proceed(const Event& event, DedupState state);
 
   const Config& config_;
   Store& store_;

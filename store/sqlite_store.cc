@@ -280,6 +280,7 @@ class SqliteStore final : public Store {
   SqliteStore(sqlite3* db, std::vector<std::string> known_channels)
       : db_(db), known_channels_(std::move(known_channels)) {}
   ~SqliteStore() override {
+    DrainWrites();  // its thread uses this connection
     if (checkpointer_.joinable()) {
       {
         std::lock_guard lock(ckpt_mu_);
@@ -556,47 +557,23 @@ class SqliteStore final : public Store {
 
   // ---- de-duplication ----
 
+  // Read and write in one IMMEDIATE transaction, so two consumers (threads or processes) that
+  // receive the same event at once cannot both see it as new.
   Status BeginEvent(const std::string& event_id, SystemTime now, SystemTime expires_at,
                     DedupState& state) override {
-    std::lock_guard lock(mu_);
-    // Read and write in one IMMEDIATE transaction, so two consumers (threads or processes) that
-    // receive the same event at once cannot both see it as new.
-    Transaction tx(*this);
-    if (Status s = tx.Begin("BeginEvent"); !s.ok()) return s;
-    int64_t now_ms = ToMillis(now);
-    {
-      Use q(stmts_[kDedupGet]);
-      if (!BindText(q, 1, event_id)) return Error("BeginEvent");
-      int rc = sqlite3_step(q.get());
-      if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
-        DedupState found = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
-        q.Release();
-        if (Status s = tx.Commit("BeginEvent"); !s.ok()) return s;
-        state = found;
-        return Status::Ok();
-      }
-      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
-    }
-    // No record, or one that has expired: this is a new occurrence.
-    {
-      Use q(stmts_[kDedupPut]);
-      if (!BindText(q, 1, event_id) || sqlite3_bind_int64(q.get(), 2, now_ms) != SQLITE_OK ||
-          sqlite3_bind_int64(q.get(), 3, ToMillis(expires_at)) != SQLITE_OK) {
-        return Error("BeginEvent");
-      }
-      if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
-    }
-    if (Status s = tx.Commit("BeginEvent"); !s.ok()) return s;
-    state = DedupState::kNew;
-    return Status::Ok();
+    StoreWrite w;
+    w.begin_event = event_id;
+    w.begin_now = now;
+    w.begin_expires_at = expires_at;
+    Status s = ApplyOne(w);
+    state = w.begin_state;
+    return s;
   }
 
   Status FinishEvent(const std::string& event_id) override {
-    static_assert(kDedupInProgress == 0 && kDedupDone == 1, "the SQL of kDedupPut and kDedupFinish");
-    std::lock_guard lock(mu_);
-    Use q(stmts_[kDedupFinish]);
-    if (!BindText(q, 1, event_id)) return Error("FinishEvent");
-    return Done(q, "FinishEvent");
+    StoreWrite w;
+    w.finish_event = event_id;
+    return ApplyOne(w);
   }
 
   Status PurgeDedup(SystemTime now, size_t& purged) override {
@@ -641,24 +618,9 @@ class SqliteStore final : public Store {
 
   Status PutTraces(const std::vector<TraceRecord>& records) override {
     if (records.empty()) return Status::Ok();
-    for (size_t i = 0; i < records.size(); ++i) {
-      if (records[i].notification_id.empty()) {
-        return Status::Invalid("traces[" + std::to_string(i) + "].notification_id: must not be empty");
-      }
-    }
-    std::lock_guard lock(mu_);
-    Transaction tx(*this);
-    if (Status s = tx.Begin("PutTraces"); !s.ok()) return s;
-    for (const TraceRecord& r : records) {
-      Use q(stmts_[kPutTrace]);
-      if (!BindText(q, 1, r.notification_id) || !BindText(q, 2, r.event_id) || !BindText(q, 3, r.event_type) ||
-          !BindText(q, 4, r.user_id) || sqlite3_bind_int64(q.get(), 5, ToMillis(r.created_at)) != SQLITE_OK ||
-          !BindText(q, 6, r.decision_json)) {
-        return Error("PutTraces");
-      }
-      if (Status s = Done(q, "PutTraces"); !s.ok()) return s;
-    }
-    return tx.Commit("PutTraces");
+    StoreWrite w;
+    w.traces = records;
+    return ApplyOne(w);
   }
 
   Status GetTrace(const std::string& notification_id, TraceRecord& out) override {
@@ -682,35 +644,12 @@ class SqliteStore final : public Store {
   // ---- in-app inbox ----
 
   Status PutInbox(InboxEntry& entry, bool& created) override {
-    if (entry.notification_id.empty()) return Status::Invalid("inbox entry: notification_id: must not be empty");
-    if (entry.user_id.empty()) return Status::Invalid("inbox entry: user_id: must not be empty");
-    std::lock_guard lock(mu_);
-    {
-      Use q(stmts_[kPutInbox]);
-      bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
-                   BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
-                   BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
-                   BindInt(q, 8, ToMillis(entry.created_at));
-      // Left unbound, ?9 is NULL: unread.
-      if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
-      if (!bound) return Error("PutInbox");
-      if (Status s = Done(q, "PutInbox"); !s.ok()) return s;
-    }
-    // DO NOTHING on a conflict leaves the change count at 0; an insert makes it 1. The connection
-    // is ours alone while mu_ is held, so no other statement can have changed the count since.
-    bool inserted = sqlite3_changes(db_) > 0;
-    // Read back by id rather than sqlite3_last_insert_rowid, so both outcomes take the same path.
-    // Inbox rows are never deleted, so the row found now is the one that was or was not inserted.
-    Use q(stmts_[kInboxSeq]);
-    if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
-    int rc = sqlite3_step(q.get());
-    if (rc == SQLITE_DONE) {
-      return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id + "\" vanished after writing");
-    }
-    if (rc != SQLITE_ROW) return Error("PutInbox");
-    entry.seq = sqlite3_column_int64(q.get(), 0);
-    created = inserted;
-    return Status::Ok();
+    StoreWrite w;
+    w.inbox = std::move(entry);
+    Status s = ApplyOne(w);
+    entry = std::move(*w.inbox);
+    created = w.inbox_created;
+    return s;
   }
 
   Status ListInbox(const std::string& user, long long before_seq, size_t limit,
@@ -796,28 +735,35 @@ class SqliteStore final : public Store {
   // ---- delivery attempts ----
 
   Status RecordAttempt(const DeliveryAttempt& a) override {
-    if (a.delivery_id.empty()) return Status::Invalid("delivery attempt: delivery_id: must not be empty");
-    const bool sent = a.outcome == "sent";
-    std::lock_guard lock(mu_);
-    Transaction tx(*this);
-    if (sent) {
-      if (Status s = tx.Begin("RecordAttempt"); !s.ok()) return s;
-      Use q(stmts_[kRecordSent]);
-      if (!BindText(q, 1, a.delivery_id) || !BindText(q, 2, a.channel) || !BindInt(q, 3, ToMillis(a.at))) {
-        return Error("RecordAttempt");
-      }
-      if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+    StoreWrite w;
+    w.attempt = a;
+    return ApplyOne(w);
+  }
+
+  // ---- writes made together ----
+
+  void ApplyWrites(std::vector<StoreWrite*>& writes) override {
+    std::vector<StoreWrite*> valid;
+    valid.reserve(writes.size());
+    for (StoreWrite* w : writes) {
+      w->status = Validate(*w);
+      if (w->status.ok()) valid.push_back(w);
     }
+    if (valid.empty()) return;
+    Status s;
     {
-      Use q(stmts_[kPutAttempt]);
-      if (!BindText(q, 1, a.notification_id) || !BindText(q, 2, a.delivery_id) || !BindText(q, 3, a.channel) ||
-          !BindInt(q, 4, a.attempt) || !BindText(q, 5, a.outcome) || !BindText(q, 6, a.error) ||
-          !BindInt(q, 7, ToMillis(a.at)) || !BindInt(q, 8, a.duration_ms)) {
-        return Error("RecordAttempt");
-      }
-      if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+      std::lock_guard lock(mu_);
+      Transaction tx(*this);
+      s = tx.Begin("write");
+      for (size_t i = 0; i < valid.size() && s.ok(); ++i) s = WriteParts(*valid[i]);
+      if (s.ok()) s = tx.Commit("write");
+    }  // rolled back unless committed
+    if (s.ok() || valid.size() == 1) {
+      for (StoreWrite* w : valid) w->status = s;
+      return;
     }
-    return sent ? tx.Commit("RecordAttempt") : Status::Ok();
+    // One of them failed, and took the others with it: each alone, so only that one fails.
+    for (StoreWrite* w : valid) w->status = ApplyOne(*w);
   }
 
   Status ListAttempts(const std::string& notification_id, std::vector<DeliveryAttempt>& out) override {
@@ -966,6 +912,123 @@ class SqliteStore final : public Store {
   }
 
  private:
+  Status Validate(const StoreWrite& w) {
+    for (size_t i = 0; i < w.traces.size(); ++i) {
+      if (w.traces[i].notification_id.empty()) {
+        return Status::Invalid("traces[" + std::to_string(i) + "].notification_id: must not be empty");
+      }
+    }
+    if (w.inbox && w.inbox->notification_id.empty()) {
+      return Status::Invalid("inbox entry: notification_id: must not be empty");
+    }
+    if (w.inbox && w.inbox->user_id.empty()) return Status::Invalid("inbox entry: user_id: must not be empty");
+    if (w.attempt && w.attempt->delivery_id.empty()) {
+      return Status::Invalid("delivery attempt: delivery_id: must not be empty");
+    }
+    return Status::Ok();
+  }
+
+  // One write in a transaction of its own.
+  Status ApplyOne(StoreWrite& w) {
+    if (Status s = Validate(w); !s.ok()) return s;
+    std::lock_guard lock(mu_);
+    Transaction tx(*this);
+    if (Status s = tx.Begin("write"); !s.ok()) return s;
+    if (Status s = WriteParts(w); !s.ok()) return s;
+    return tx.Commit("write");
+  }
+
+  // The statements of one write. Caller holds mu_ and a transaction.
+  Status WriteParts(StoreWrite& w) {
+    if (!w.begin_event.empty()) {
+      if (Status s = WriteBegin(w); !s.ok() || w.begin_state == DedupState::kDone) return s;
+    }
+    for (const TraceRecord& r : w.traces) {
+      Use q(stmts_[kPutTrace]);
+      if (!BindText(q, 1, r.notification_id) || !BindText(q, 2, r.event_id) || !BindText(q, 3, r.event_type) ||
+          !BindText(q, 4, r.user_id) || !BindInt(q, 5, ToMillis(r.created_at)) || !BindText(q, 6, r.decision_json)) {
+        return Error("PutTraces");
+      }
+      if (Status s = Done(q, "PutTraces"); !s.ok()) return s;
+    }
+    if (w.inbox) {
+      InboxEntry& entry = *w.inbox;
+      {
+        Use q(stmts_[kPutInbox]);
+        bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
+                     BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
+                     BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
+                     BindInt(q, 8, ToMillis(entry.created_at));
+        // Left unbound, ?9 is NULL: unread.
+        if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
+        if (!bound) return Error("PutInbox");
+        if (Status s = Done(q, "PutInbox"); !s.ok()) return s;
+      }
+      // DO NOTHING on a conflict leaves the change count at 0; an insert makes it 1. The
+      // connection is ours alone while mu_ is held, so no other statement changed the count since.
+      const bool inserted = sqlite3_changes(db_) > 0;
+      // Read back by id rather than sqlite3_last_insert_rowid, so both outcomes take the same
+      // path. Inbox rows are never deleted, so the row found is the one that was or was not
+      // inserted.
+      Use q(stmts_[kInboxSeq]);
+      if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_DONE) {
+        return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id +
+                                "\" vanished after writing");
+      }
+      if (rc != SQLITE_ROW) return Error("PutInbox");
+      entry.seq = sqlite3_column_int64(q.get(), 0);
+      w.inbox_created = inserted;
+    }
+    if (w.attempt) {
+      const DeliveryAttempt& a = *w.attempt;
+      if (a.outcome == "sent") {
+        Use q(stmts_[kRecordSent]);
+        if (!BindText(q, 1, a.delivery_id) || !BindText(q, 2, a.channel) || !BindInt(q, 3, ToMillis(a.at))) {
+          return Error("RecordAttempt");
+        }
+        if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+      }
+      Use q(stmts_[kPutAttempt]);
+      if (!BindText(q, 1, a.notification_id) || !BindText(q, 2, a.delivery_id) || !BindText(q, 3, a.channel) ||
+          !BindInt(q, 4, a.attempt) || !BindText(q, 5, a.outcome) || !BindText(q, 6, a.error) ||
+          !BindInt(q, 7, ToMillis(a.at)) || !BindInt(q, 8, a.duration_ms)) {
+        return Error("RecordAttempt");
+      }
+      if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
+    }
+    if (!w.finish_event.empty()) {
+      static_assert(kDedupInProgress == 0 && kDedupDone == 1, "the SQL of kDedupPut and kDedupFinish");
+      Use q(stmts_[kDedupFinish]);
+      if (!BindText(q, 1, w.finish_event)) return Error("FinishEvent");
+      if (Status s = Done(q, "FinishEvent"); !s.ok()) return s;
+    }
+    return Status::Ok();
+  }
+
+  Status WriteBegin(StoreWrite& w) {
+    const int64_t now_ms = ToMillis(w.begin_now);
+    {
+      Use q(stmts_[kDedupGet]);
+      if (!BindText(q, 1, w.begin_event)) return Error("BeginEvent");
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
+        w.begin_state = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
+        return Status::Ok();
+      }
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
+    }
+    // No record, or one that has expired: this is a new occurrence.
+    Use q(stmts_[kDedupPut]);
+    if (!BindText(q, 1, w.begin_event) || !BindInt(q, 2, now_ms) || !BindInt(q, 3, ToMillis(w.begin_expires_at))) {
+      return Error("BeginEvent");
+    }
+    if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
+    w.begin_state = DedupState::kNew;
+    return Status::Ok();
+  }
+
   // A cached statement in use; reset and cleared when the scope ends, so it never keeps a read
   // transaction open or carries bindings into its next use.
   class Use {

@@ -87,9 +87,31 @@ struct AuditRecord {
   bool dry_run = false;
 };
 
+// De-duplication state of an event id (DESIGN.md rule 1).
+enum class DedupState { kNew, kInProgress, kDone };
+
+// Everything one delivery or one event writes at once, applied in one transaction (and, through
+// Store::Submit, in one transaction with other such writes). Empty parts are skipped.
+struct StoreWrite {
+  // As BeginEvent, first: when begin_state comes back kDone (processed already, and remembered)
+  // nothing else of this write is made.
+  std::string begin_event;
+  SystemTime begin_now, begin_expires_at;
+  DedupState begin_state = DedupState::kNew;
+  std::vector<TraceRecord> traces;         // as PutTraces
+  std::optional<InboxEntry> inbox;         // as PutInbox: seq is filled, inbox_created says if new
+  bool inbox_created = false;
+  std::optional<DeliveryAttempt> attempt;  // as RecordAttempt ("sent" also records the delivery)
+  std::string finish_event;                // as FinishEvent
+  Status status;                           // the result, once applied
+};
+
+class GroupCommit;
+
 class Store {
  public:
-  virtual ~Store() = default;
+  Store();
+  virtual ~Store();
 
   // True if a write can be made now (for readiness checks).
   virtual Status CheckWritable() = 0;
@@ -115,7 +137,7 @@ class Store {
                            std::vector<std::string>& out) = 0;
 
   // ---- event de-duplication (DESIGN.md rule 1) ----
-  enum class DedupState { kNew, kInProgress, kDone };
+  using DedupState = herald::DedupState;
   // Records that processing of `event_id` begins, unless a record exists that has not expired:
   // returns kNew (recorded now), kInProgress (begun earlier, not finished: e.g. a crash) or kDone.
   virtual Status BeginEvent(const std::string& event_id, SystemTime now, SystemTime expires_at,
@@ -161,6 +183,25 @@ class Store {
   // The attempts of one notification's deliveries, oldest first.
   virtual Status ListAttempts(const std::string& notification_id, std::vector<DeliveryAttempt>& out) = 0;
 
+  // ---- writes made together ----
+  // Applies every write, setting each one's status: all in one transaction; if that fails, each
+  // alone, so only a bad write fails. On the caller's thread.
+  virtual void ApplyWrites(std::vector<StoreWrite*>& writes) = 0;
+  // One write, on the caller's thread; returns write.status.
+  Status ApplyWrite(StoreWrite& write);
+  // Applies `write` on the store's writer thread in one transaction with whatever other writes
+  // are waiting (group commit, store/group_commit.h), then calls `done` (may be empty) there with
+  // the result: keep it short. Thread-safe; the thread starts with the first write.
+  void Submit(StoreWrite write, std::function<void(StoreWrite&)> done);
+  // The same, waiting for the result.
+  Status Write(StoreWrite& write);
+  // Applies every write submitted so far and stops the writer thread; later writes are applied
+  // on the caller's thread. Implementations call it first in their destructor.
+  void DrainWrites();
+  // Writes and transactions of the writer thread so far.
+  size_t GroupWrites() const;
+  size_t GroupBatches() const;
+
   // ---- dead letters ----
   // Inserts, or replaces the row with the same delivery id (the latest failure wins); fills id.
   virtual Status PutDeadLetter(DeadLetter& letter) = 0;
@@ -175,6 +216,9 @@ class Store {
   virtual Status PutAudit(AuditRecord& record) = 0;
   // Newest first, at most `limit`.
   virtual Status ListAudit(size_t limit, std::vector<AuditRecord>& out) = 0;
+
+ private:
+  std::unique_ptr<GroupCommit> group_;
 };
 
 // Opens the store named by `url` (sqlite:///abs/path or sqlite://rel/path), creating the file,

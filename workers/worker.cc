@@ -67,7 +67,11 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
   RateWait();
   ProviderSeconds();
   DeliveryLatency();
-  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) {
+  // A channel that only writes to the store, unthrottled, is served on the consumer's thread: a
+  // hand-off to the pool would cost more than the job.
+  const bool inline_jobs = impl_.DeliversByWrite() && channel_config_.rate == 0;
+  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this, inline_jobs](broker::Delivery&& d) {
+    if (inline_jobs) return Process(d);
     {
       std::lock_guard lock(mu_);
       queue_.push_back(std::move(d));
@@ -95,6 +99,9 @@ void ChannelWorker::Stop(Millis grace) {
   cv_.notify_all();
   for (std::thread& t : pool_) t.join();
   pool_.clear();
+  // Their callbacks use this worker: wait for the records still being written.
+  std::unique_lock lock(mu_);
+  recorded_cv_.wait(lock, [&] { return recording_ == 0; });
 }
 
 void ChannelWorker::Work() {
@@ -134,6 +141,12 @@ void ChannelWorker::Process(broker::Delivery& d) {
   auto waited = bucket_.Acquire();
   if (waited.count() > 0) RateWait().With({channel_}).Inc(std::chrono::duration<double>(waited).count());
 
+  if (impl_.DeliversByWrite()) {
+    StoreWrite w;
+    impl_.PrepareWrite(job, w);
+    w.attempt = Attempt(job, "sent", "", 0);
+    return Record(d, job, std::move(w), /*by_write=*/true);
+  }
   auto started = std::chrono::steady_clock::now();
   SendResult r = impl_.Send(job);
   const auto took = std::chrono::steady_clock::now() - started;
@@ -142,16 +155,10 @@ void ChannelWorker::Process(broker::Delivery& d) {
   if (r.kind == SendResult::Kind::kInvalidContact || !r.invalid_contacts.empty()) RemoveContact(job, r);
   switch (r.kind) {
     case SendResult::Kind::kOk: {
-      const SystemTime now = clock_.Now();
-      if (Status s = RecordAttempt(job, "sent", "", took_ms); !s.ok()) {
-        spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,
-                      job.delivery_id, s.message());
-      }
-      Deliveries().With({channel_, "sent"}).Inc();
-      if (auto event_time = ParseRfc3339(job.event.value("time", ""))) {
-        DeliveryLatency().With({channel_}).Observe(std::max(0.0, std::chrono::duration<double>(now - *event_time).count()));
-      }
-      return consumer_->Ack({d.tag, d.generation});
+      if (job.delivery_id.empty()) return consumer_->Ack({d.tag, d.generation});  // nothing to record it by
+      StoreWrite w;
+      w.attempt = Attempt(job, "sent", "", took_ms);
+      return Record(d, job, std::move(w), /*by_write=*/false);
     }
     case SendResult::Kind::kRetryable:
       if (job.attempt < config_.retry.max_attempts) {
@@ -166,9 +173,39 @@ void ChannelWorker::Process(broker::Delivery& d) {
   }
 }
 
-Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error,
-                                    long long took_ms) {
-  if (job.delivery_id.empty()) return Status::Ok();  // an unreadable job: nothing to attach it to
+void ChannelWorker::Record(broker::Delivery& d, DeliveryJob& job, StoreWrite write, bool by_write) {
+  {
+    std::lock_guard lock(mu_);
+    ++recording_;
+  }
+  // std::function needs a copyable callable: the job and its message travel behind a pointer.
+  auto held = std::make_shared<std::pair<broker::Delivery, DeliveryJob>>(std::move(d), std::move(job));
+  store_.Submit(std::move(write), [this, held, by_write](StoreWrite& w) {
+    broker::Delivery& d = held->first;
+    DeliveryJob& job = held->second;
+    if (!w.status.ok() && by_write) {
+      // Nothing was delivered: the write was the delivery.
+      Retry(d, job, SendResult::Retryable(channel_ + " write failed: " + w.status.message()));
+    } else {
+      if (!w.status.ok()) {
+        spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,
+                      job.delivery_id, w.status.message());
+      }
+      if (by_write) impl_.Written(w);
+      Deliveries().With({channel_, "sent"}).Inc();
+      if (auto event_time = ParseRfc3339(job.event.value("time", ""))) {
+        DeliveryLatency().With({channel_}).Observe(
+            std::max(0.0, std::chrono::duration<double>(clock_.Now() - *event_time).count()));
+      }
+      consumer_->Ack({d.tag, d.generation});
+    }
+    std::lock_guard lock(mu_);
+    if (--recording_ == 0) recorded_cv_.notify_all();
+  });
+}
+
+DeliveryAttempt ChannelWorker::Attempt(const DeliveryJob& job, const char* outcome, const std::string& error,
+                                       long long took_ms) const {
   DeliveryAttempt a;
   a.notification_id = job.notification_id;
   a.delivery_id = job.delivery_id;
@@ -178,6 +215,13 @@ Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome,
   a.error = error;
   a.at = clock_.Now();
   a.duration_ms = took_ms;
+  return a;
+}
+
+Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error,
+                                    long long took_ms) {
+  if (job.delivery_id.empty()) return Status::Ok();  // an unreadable job: nothing to attach it to
+  const DeliveryAttempt a = Attempt(job, outcome, error, took_ms);
   Status s = store_.RecordAttempt(a);
   if (!s.ok() && a.outcome != "sent") {
     spdlog::warn("worker {}: attempt {} of {} not recorded for the trace: {}", channel_, job.attempt, job.delivery_id,

@@ -3,7 +3,9 @@
 // For each job, on a pool of `channels.<name>.concurrency` threads:
 //   already sent (delivery id recorded)   -> acked, nothing sent (at-least-once made exactly-once)
 //   wait for a token of the channel's bucket (the provider's rate is never exceeded)
-//   Send():  ok                            -> recorded as sent, acked
+//   Send():  ok                            -> recorded as sent (group commit: the thread goes on
+//                                             to its next job), acked once the record is durable
+//            (in-app: the inbox row is written with that record, in the same transaction)
 //            retryable, attempts left      -> to herald.retry.<channel>.<tier> with attempt + 1
 //            retryable, none left; permanent; invalid contact (removed from preferences first)
 //            (push: subscriptions listed in invalid_contacts are removed whatever the result)
@@ -48,6 +50,11 @@ class ChannelWorker {
   void Work();
   void Process(broker::Delivery& d);
   void Settle(const broker::DeliveryRef& ref, const Status& s);
+  // Submits the "sent" record (with the channel's own write, `by_write`) and acks the job once
+  // it is applied; a failed write of a by-write channel is a retryable failure.
+  void Record(broker::Delivery& d, DeliveryJob& job, StoreWrite write, bool by_write);
+  DeliveryAttempt Attempt(const DeliveryJob& job, const char* outcome, const std::string& error,
+                          long long took_ms) const;
   void Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r);
   // Hands the job to its next fallback channel, else to herald.dlq. `took_ms`: the failed send.
   void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,
@@ -72,6 +79,8 @@ class ChannelWorker {
   std::condition_variable cv_;
   std::deque<broker::Delivery> queue_;
   bool stopping_ = false;
+  size_t recording_ = 0;  // jobs whose record is submitted and not yet applied
+  std::condition_variable recorded_cv_;
   std::vector<std::thread> pool_;
 };
 

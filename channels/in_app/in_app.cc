@@ -2,8 +2,8 @@
 
 namespace herald {
 
-SendResult InAppChannel::Send(const DeliveryJob& job) {
-  InboxEntry e;
+void InAppChannel::PrepareWrite(const DeliveryJob& job, StoreWrite& write) {
+  InboxEntry& e = write.inbox.emplace();
   e.notification_id = job.notification_id;
   e.user_id = job.user_id;
   e.event_id = job.event.value("id", "");
@@ -12,11 +12,19 @@ SendResult InAppChannel::Send(const DeliveryJob& job) {
   e.body = job.content.value("body", "");
   e.data_json = job.data.dump();
   e.created_at = clock_.Now();
-  bool created = false;
-  if (Status s = store_.PutInbox(e, created); !s.ok()) return SendResult::Retryable("inbox write failed: " + s.message());
+}
+
+void InAppChannel::Written(const StoreWrite& write) {
   // A repeat (same notification) was announced the first time; streams that missed it resume
   // from the inbox.
-  if (created) hub_.Publish(e);
+  if (write.status.ok() && write.inbox && write.inbox_created) hub_.Publish(*write.inbox);
+}
+
+SendResult InAppChannel::Send(const DeliveryJob& job) {
+  StoreWrite w;
+  PrepareWrite(job, w);
+  if (Status s = store_.ApplyWrite(w); !s.ok()) return SendResult::Retryable("inbox write failed: " + s.message());
+  Written(w);
   return SendResult::Ok();
 }
 

@@ -13,6 +13,9 @@ class InAppChannel final : public Channel {
  public:
   InAppChannel(Store& store, InAppHub& hub, const Clock& clock) : store_(store), hub_(hub), clock_(clock) {}
   SendResult Send(const DeliveryJob& job) override;
+  bool DeliversByWrite() const override { return true; }
+  void PrepareWrite(const DeliveryJob& job, StoreWrite& write) override;
+  void Written(const StoreWrite& write) override;
 
  private:
   Store& store_;
