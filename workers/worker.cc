@@ -160,6 +160,15 @@ void ChannelWorker::Process(broker::Delivery& d) {
       w.attempt = Attempt(job, "sent", "", took_ms);
       return Record(d, job, std::move(w), /*by_write=*/false);
     }
+    default:
+      return Failed(d, job, r, took_ms);
+  }
+}
+
+void ChannelWorker::Failed(broker::Delivery& d, DeliveryJob& job, const SendResult& r, long long took_ms) {
+  switch (r.kind) {
+    case SendResult::Kind::kOk:
+      break;  // not a failure
     case SendResult::Kind::kRetryable:
       if (job.attempt < config_.retry.max_attempts) {
         RecordAttempt(job, "retried", r.error, took_ms);
@@ -185,7 +194,7 @@ void ChannelWorker::Record(broker::Delivery& d, DeliveryJob& job, StoreWrite wri
     DeliveryJob& job = held->second;
     if (!w.status.ok() && by_write) {
       // Nothing was delivered: the write was the delivery.
-      Retry(d, job, SendResult::Retryable(channel_ + " write failed: " + w.status.message()));
+      Failed(d, job, SendResult::Retryable(channel_ + " write failed: " + w.status.message()), 0);
     } else {
       if (!w.status.ok()) {
         spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,

@@ -55,6 +55,8 @@ class ChannelWorker {
   void Record(broker::Delivery& d, DeliveryJob& job, StoreWrite write, bool by_write);
   DeliveryAttempt Attempt(const DeliveryJob& job, const char* outcome, const std::string& error,
                           long long took_ms) const;
+  // What a failed send leads to: a retry while attempts are left, else the fallback or a dead letter.
+  void Failed(broker::Delivery& d, DeliveryJob& job, const SendResult& r, long long took_ms);
   void Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r);
   // Hands the job to its next fallback channel, else to herald.dlq. `took_ms`: the failed send.
   void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,

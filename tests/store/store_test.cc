@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <filesystem>
 #include <set>
 #include <thread>
 
 #include "core/time.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 #include "tests/support/test_env.h"
 
@@ -1005,4 +1008,188 @@ TEST_CASE("Store: delivery attempts are listed per notification in order, and a 
   CHECK(list.size() == 2);
   REQUIRE(store->ListAttempts("n-none", list).ok());
   CHECK(list.empty());
+}
+
+namespace {
+
+// Runs SQL on the store's file through a connection of its own (triggers, counts).
+void ExecOn(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  INFO((err ? err : ""));
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+StoreWrite SentWrite(const std::string& delivery_id) {
+  StoreWrite w;
+  w.attempt = DeliveryAttempt{"n-" + delivery_id, delivery_id, "webhook", 1, "sent", "", kT0, 3};
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("Group commit: writes waiting together are applied in one transaction and each is told its own result",
+          "[store]") {
+  // An injected apply that holds the first batch until 50 more writes wait: those 50 must then
+  // go in one batch, in the order they came.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<size_t> batches;
+  std::vector<std::string> order;
+  bool release = false;
+  GroupCommit group(
+      [&](std::vector<StoreWrite*>& writes) {
+        std::unique_lock lock(mu);
+        batches.push_back(writes.size());
+        for (StoreWrite* w : writes) {
+          order.push_back(w->finish_event);
+          w->status = w->finish_event == "e-13" ? Status::Invalid("e-13 is bad") : Status::Ok();
+        }
+        if (batches.size() == 1) cv.wait(lock, [&] { return release; });
+      },
+      64);
+  std::atomic<int> ok{0}, failed{0};
+  auto submit = [&](const std::string& id) {
+    StoreWrite w;
+    w.finish_event = id;
+    group.Submit(std::move(w), [&, id](StoreWrite& done) {
+      CHECK(done.finish_event == id);
+      (done.status.ok() ? ok : failed)++;
+    });
+  };
+  submit("e-first");
+  REQUIRE(herald::test::WaitFor([&] {
+    std::lock_guard lock(mu);
+    return batches.size() == 1;
+  }, 5s));
+  for (int i = 0; i < 50; ++i) submit("e-" + std::to_string(i));
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  REQUIRE(herald::test::WaitFor([&] { return ok + failed == 51; }, 5s));
+  CHECK(failed == 1);
+  std::lock_guard lock(mu);
+  CHECK(batches == std::vector<size_t>{1, 50});
+  REQUIRE(order.size() == 51);
+  CHECK(order[1] == "e-0");
+  CHECK(order[50] == "e-49");
+  CHECK(group.Batches() == 2);
+  CHECK(group.WritesApplied() == 51);
+}
+
+TEST_CASE("Group commit: after Drain nothing is lost and later writes are applied on the caller's thread", "[store]") {
+  std::atomic<int> applied{0};
+  std::thread::id applied_on;
+  GroupCommit group(
+      [&](std::vector<StoreWrite*>& writes) {
+        applied_on = std::this_thread::get_id();
+        for (StoreWrite* w : writes) w->status = Status::Ok();
+        applied += static_cast<int>(writes.size());
+      },
+      8);
+  std::atomic<int> called{0};
+  for (int i = 0; i < 100; ++i) group.Submit(StoreWrite{}, [&](StoreWrite&) { ++called; });
+  group.Drain();
+  CHECK(applied == 100);  // all of them, though at most 8 per batch
+  CHECK(called == 100);
+  CHECK(group.Batches() >= 13);
+  StoreWrite late;
+  CHECK(group.Write(late).ok());
+  CHECK(applied_on == std::this_thread::get_id());
+  CHECK(applied == 101);
+}
+
+TEST_CASE("Store: one bad write among many fails alone and the others are all written", "[store]") {
+  TempStore store("group-fail");
+  // A trigger stands in for whatever can make one statement fail (a full disk, a constraint).
+  ExecOn(store.path(), "CREATE TRIGGER refuse BEFORE INSERT ON delivery_attempts WHEN NEW.delivery_id = 'd-bad' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+  std::vector<StoreWrite> writes;
+  for (const char* id : {"d-1", "d-bad", "d-2"}) writes.push_back(SentWrite(id));
+  writes.emplace_back();  // invalid: an inbox entry without ids, refused before any SQL
+  writes.back().inbox.emplace();
+  std::vector<StoreWrite*> ptrs;
+  for (StoreWrite& w : writes) ptrs.push_back(&w);
+  store->ApplyWrites(ptrs);
+  CHECK(writes[0].status.ok());
+  CHECK_THAT(writes[1].status.message(), Contains("refused by the test"));
+  CHECK(writes[2].status.ok());
+  CHECK_THAT(writes[3].status.message(), Contains("notification_id"));
+  bool sent = false;
+  CHECK((store->WasSent("d-1", sent).ok() && sent));
+  CHECK((store->WasSent("d-2", sent).ok() && sent));
+  CHECK((store->WasSent("d-bad", sent).ok() && !sent));  // its sent record went with its attempt
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(store->ListAttempts("n-d-2", attempts).ok());
+  CHECK(attempts.size() == 1);
+}
+
+TEST_CASE("Store: an inbox row and its sent record are one write and all arrive when submitted from many threads",
+          "[store]") {
+  TempStore store("group-inbox");
+  constexpr int kThreads = 4, kEach = 250;
+  std::atomic<int> created{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const std::string id = std::to_string(t) + "-" + std::to_string(i);
+        StoreWrite w = SentWrite("d-" + id);
+        InboxEntry& e = w.inbox.emplace();
+        e.notification_id = "n-" + id;
+        e.user_id = "u-" + std::to_string(i % 10);
+        e.created_at = kT0;
+        store->Submit(std::move(w), [&](StoreWrite& done) {
+          if (!done.status.ok()) ++failed;
+          if (done.inbox_created && done.inbox->seq > 0) ++created;
+        });
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  store->DrainWrites();
+  CHECK(failed == 0);
+  CHECK(created == kThreads * kEach);
+  CHECK(store->GroupWrites() == kThreads * kEach);
+  INFO(store->GroupBatches() << " transactions");
+  CHECK(store->GroupBatches() <= store->GroupWrites());
+  size_t unread = 0;
+  REQUIRE(store->UnreadCount("u-3", unread).ok());
+  CHECK(unread == kThreads * kEach / 10);
+  bool sent = false;
+  CHECK((store->WasSent("d-3-249", sent).ok() && sent));
+  // Written again (a redelivered job): the existing row, not a new one.
+  StoreWrite again = SentWrite("d-0-0");
+  again.inbox.emplace();
+  again.inbox->notification_id = "n-0-0";
+  again.inbox->user_id = "u-0";
+  REQUIRE(store->ApplyWrite(again).ok());
+  CHECK_FALSE(again.inbox_created);
+  CHECK(again.inbox->seq > 0);
+}
+
+TEST_CASE("Store: a write that begins an event already done writes nothing else", "[store]") {
+  TempStore store("group-begin");
+  auto begin = [&](const std::string& trace_id) {
+    StoreWrite w;
+    w.begin_event = "e-1";
+    w.begin_now = kT0;
+    w.begin_expires_at = kT0 + std::chrono::hours(1);
+    w.traces.push_back(TraceRecord{trace_id, "e-1", "t", "u-1", kT0, "{}"});
+    REQUIRE(store->ApplyWrite(w).ok());
+    return w.begin_state;
+  };
+  CHECK(begin("n-first") == DedupState::kNew);
+  CHECK(begin("n-again") == DedupState::kInProgress);  // not finished: processed again, traces too
+  TraceRecord t;
+  CHECK(store->GetTrace("n-again", t).ok());
+  REQUIRE(store->FinishEvent("e-1").ok());
+  CHECK(begin("n-late") == DedupState::kDone);
+  CHECK(store->GetTrace("n-late", t).code() == Status::Code::kNotFound);
 }

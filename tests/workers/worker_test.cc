@@ -2,6 +2,7 @@
 // interface: these tests are about what the worker does with each kind of result (tiers,
 // fallback, dead letters, rate, idempotency), not about a provider.
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 #include <algorithm>
 #include <fstream>
 #include <atomic>
@@ -212,6 +213,53 @@ TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub on
   REQUIRE(h.store->ListInbox("u-1", 0, 10, inbox).ok());
   CHECK(inbox.size() == 1);
   CHECK(heard == 1);
+}
+
+TEST_CASE("Worker: an in-app inbox write that fails is retried and never acked as sent") {
+  WorkerHarness h("worker-inapp-fail", {Millis(300)});
+  // A trigger stands in for a store that cannot write (a full disk) until the test lets it.
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((h.dir + "/herald.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TABLE refuse_inbox (x);"
+                         "INSERT INTO refuse_inbox VALUES (1);"
+                         "CREATE TRIGGER refuse BEFORE INSERT ON inbox WHEN EXISTS (SELECT 1 FROM refuse_inbox) "
+                         "BEGIN SELECT RAISE(ABORT, 'no space left (test)'); END",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  InAppHub hub;
+  std::atomic<int> heard{0};
+  hub.Subscribe("u-1", [&](const InboxEntry&) { ++heard; });
+  InAppChannel channel(*h.store, hub, SystemClock::Instance());
+  auto w = h.Worker("in_app", channel);
+  const json job = Job("in_app", "u-1");
+  h.PublishJob("in_app", job);
+  const std::string nid = job["notification_id"];
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(WaitFor([&] { return h.store->ListAttempts(nid, attempts).ok() && !attempts.empty(); }, 10s));
+  CHECK(attempts[0].outcome == "retried");
+  CHECK_THAT(attempts[0].error, Catch::Matchers::Contains("no space left (test)"));
+  bool sent = true;
+  REQUIRE(h.store->WasSent(job["delivery_id"], sent).ok());
+  CHECK_FALSE(sent);  // the sent record went with the failed inbox row
+  CHECK(heard == 0);
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((h.dir + "/herald.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DELETE FROM refuse_inbox", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  REQUIRE(WaitFor([&] { return heard == 1; }, 10s));  // the retry, after the 300 ms tier
+  REQUIRE(WaitFor([&] { return h.store->ListAttempts(nid, attempts).ok() && attempts.size() == 2; }, 5s));
+  CHECK(attempts[1].outcome == "sent");
+  CHECK(attempts[1].attempt == 2);
+  REQUIRE(h.store->WasSent(job["delivery_id"], sent).ok());
+  CHECK(sent);
+  std::vector<InboxEntry> inbox;
+  REQUIRE(h.store->ListInbox("u-1", 0, 10, inbox).ok());
+  CHECK(inbox.size() == 1);
 }
 
 namespace {
