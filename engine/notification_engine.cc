@@ -208,6 +208,13 @@ void NotificationEngine::MaybePurge(SystemTime now) {
   }
 }
 
+void NotificationEngine::SetBegin(const Event& event, StoreWrite& w) const {
+  const SystemTime now = clock_.Now();
+  w.begin_event = event.id;
+  w.begin_now = now;
+  w.begin_expires_at = now + config_.events.dedup_window;
+}
+
 bool NotificationEngine::Proceed(const Event& event, DedupState state) {
   if (state == DedupState::kDone) {
     Duplicates().Inc();
@@ -250,10 +257,7 @@ void NotificationEngine::Process(Event& event, Done done) {
   }
   if (status.ok() && !begun) {  // no recipient (an empty topic): the record alone
     StoreWrite w;
-    const SystemTime now = clock_.Now();
-    w.begin_event = event.id;
-    w.begin_now = now;
-    w.begin_expires_at = now + config_.events.dedup_window;
+    SetBegin(event, w);
     status = store_.ApplyWrite(w);
     duplicate = status.ok() && !Proceed(event, w.begin_state);
   }
@@ -270,12 +274,7 @@ Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<st
   if (Status s = BuildBatch(event, users, batch); !s.ok()) return s;
   // The traces are durable before any job leaves, so a job can always be explained.
   StoreWrite w;
-  if (begin) {
-    const SystemTime now = clock_.Now();
-    w.begin_event = event.id;
-    w.begin_now = now;
-    w.begin_expires_at = now + config_.events.dedup_window;
-  }
+  if (begin) SetBegin(event, w);
   w.traces = std::move(batch.traces);
   if (Status s = store_.ApplyWrite(w); !s.ok()) return s;
   if (begin && !Proceed(event, w.begin_state)) {

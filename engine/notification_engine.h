@@ -82,6 +82,8 @@ class NotificationEngine final : public Engine {
   // first batch) and publishes its jobs; `duplicate` comes back true if the event was done already.
   Status ProcessBatch(const Event& event, const std::vector<std::string>& users,
                       const std::shared_ptr<Tracker>& tracker, bool begin, bool& duplicate);
+  // Makes `w` begin the event (its de-duplication record, DESIGN.md rule 1).
+  void SetBegin(const Event& event, StoreWrite& w) const;
   // Rule 1 for what the de-duplication record said: false if the event is to be ignored.
   bool Proceed(const Event& event, DedupState state);
 
