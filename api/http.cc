@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/thread_name.h"
 #include "core/base64.h"
 
 namespace herald::api {
@@ -266,6 +267,7 @@ void ConnectionPool::enqueue(std::function<void()> fn) {
 }
 
 void ConnectionPool::Work() {
+  SetThreadName("api-conn");
   std::unique_lock lock(mu_);
   for (;;) {
     bool got = cv_.wait_for(lock, std::chrono::seconds(30), [&] { return stopping_ || !tasks_.empty(); });

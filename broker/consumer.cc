@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "core/thread_name.h"
+
 namespace herald::broker {
 
 Consumer::Consumer(Options options, Handler handler)
@@ -26,20 +28,27 @@ void Consumer::Wake() {
   [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof one);
 }
 
+// Only the settle that finds the list empty wakes the thread: one already waiting means a wake-up
+// is on its way, and ApplySettles takes the whole list after it (one system call and at most one
+// wake-up per batch of acks instead of one per ack).
 void Consumer::Ack(DeliveryRef ref) {
+  bool wake;
   {
     std::lock_guard lock(mu_);
+    wake = settles_.empty();
     settles_.push_back({ref, true, false});
   }
-  Wake();
+  if (wake) Wake();
 }
 
 void Consumer::Reject(DeliveryRef ref, bool requeue) {
+  bool wake;
   {
     std::lock_guard lock(mu_);
+    wake = settles_.empty();
     settles_.push_back({ref, false, requeue});
   }
-  Wake();
+  if (wake) Wake();
 }
 
 void Consumer::Stop(Millis grace) {
@@ -182,6 +191,7 @@ bool Consumer::ReadFrames() {
 }
 
 void Consumer::Run() {
+  SetThreadName("in:" + (options_.queue.empty() ? std::string("signals") : QueueShortName(options_.queue)));
   Millis backoff = options_.reconnect_min;
   bool warned = false;
   for (;;) {

@@ -6,6 +6,8 @@
 
 #include <future>
 
+#include "core/thread_name.h"
+
 namespace herald::broker {
 
 Publisher::Publisher(Options options) : options_(std::move(options)), conn_(options_.connect) {
@@ -28,9 +30,12 @@ void Publisher::Publish(Message message, Callback done) {
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
+      // A non-empty queue has a wake-up on its way (or waits for confirms to make room in the
+      // window, which wake the thread themselves): one system call per batch, not per message.
+      bool wake = queue_.empty();
       queue_.push_back(Item{std::move(message), std::move(done)});
       ++pending_;
-      Wake();
+      if (wake) Wake();
       return;
     }
   }
@@ -228,6 +233,7 @@ bool Publisher::ReadFrames() {
 }
 
 void Publisher::Run() {
+  SetThreadName("publisher");
   Millis backoff = options_.reconnect_min;
   bool warned = false;
   for (;;) {

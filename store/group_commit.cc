@@ -2,6 +2,8 @@
 
 #include <future>
 
+#include "core/thread_name.h"
+#include "core/thread_name.h"
 #include "core/metrics.h"
 
 namespace herald {
@@ -82,6 +84,7 @@ size_t GroupCommit::Batches() const {
 }
 
 void GroupCommit::Run() {
+  SetThreadName("store-writer");
   writer_id_ = std::this_thread::get_id();
   std::vector<Item> batch;
   for (;;) {

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/thread_name.h"
 #include "engine/event.h"
 #include "store/store.h"
 
@@ -379,6 +380,7 @@ class SqliteStore final : public Store {
   }
 
   void CheckpointLoop() {
+    SetThreadName("store-ckpt");
     std::unique_lock lock(ckpt_mu_);
     for (;;) {
       ckpt_cv_.wait(lock, [&] { return ckpt_due_ || ckpt_stop_; });

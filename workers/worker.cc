@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/thread_name.h"
+#include "core/thread_name.h"
 #include "broker/options.h"
 #include "broker/topology.h"
 #include "core/metrics.h"
@@ -105,6 +107,7 @@ void ChannelWorker::Stop(Millis grace) {
 }
 
 void ChannelWorker::Work() {
+  SetThreadName("w:" + channel_);
   for (;;) {
     broker::Delivery d;
     {

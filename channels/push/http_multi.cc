@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdio>
 
+#include "core/thread_name.h"
 #include "channels/curl_slist.h"
 #include "channels/curl_support.h"
 
@@ -168,7 +169,7 @@ void HttpMulti::Finish(Transfer& t, CURLcode rc) {
 }
 
 void HttpMulti::Run() {
-  pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
+  SetThreadName(name_);
   for (;;) {
     std::deque<Call> fresh;
     bool stop;
