@@ -5,6 +5,8 @@
 
 #include <map>
 
+#include "core/thread_name.h"
+#include "core/thread_name.h"
 #include "broker/topology.h"
 #include "core/json_writer.h"
 #include "core/metrics.h"
@@ -74,6 +76,19 @@ long long Budget::Count(const std::string& user, SystemTime now) {
   return static_cast<long long>(q.size());
 }
 
+void Budget::Forget(const std::string& user, SystemTime at) {
+  std::lock_guard lock(mu_);
+  auto it = sent_.find(user);
+  if (it == sent_.end()) return;
+  auto& q = it->second;
+  for (auto r = q.rbegin(); r != q.rend(); ++r) {
+    if (*r == at) {
+      q.erase(std::next(r).base());
+      return;
+    }
+  }
+}
+
 void Budget::Record(const std::string& user, SystemTime now) {
   std::lock_guard lock(mu_);
   auto& q = sent_[user];
@@ -94,7 +109,7 @@ struct NotificationEngine::Tracker {
   std::string event_id;
   Store& store;
   std::atomic<long long> pending{1};  // 1 until every job has been handed to the publisher
-  bool duplicate = false;             // set before the last Release: ignored, nothing to mark
+  std::atomic<bool> duplicate{false};  // set before the last Release: ignored, nothing to mark
   std::mutex mu;
   Status error;  // the first failure
 
@@ -142,6 +157,9 @@ void NotificationEngine::Stop() {
   cv_.notify_all();
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  // The callbacks of batches still being written use this engine.
+  std::unique_lock lock(mu_);
+  written_cv_.wait(lock, [&] { return writing_ == 0; });
 }
 
 std::optional<Invalid> NotificationEngine::Check(const Event& event) const { return CheckEventType(config_, event); }
@@ -172,6 +190,7 @@ void NotificationEngine::Handle(Event event, Done done) {
 }
 
 void NotificationEngine::Work() {
+  SetThreadName("engine");
   for (;;) {
     std::pair<Event, Done> item;
     {
@@ -215,14 +234,14 @@ void NotificationEngine::SetBegin(const Event& event, StoreWrite& w) const {
   w.begin_expires_at = now + config_.events.dedup_window;
 }
 
-bool NotificationEngine::Proceed(const Event& event, DedupState state) {
+bool NotificationEngine::Proceed(const std::string& event_id, DedupState state) {
   if (state == DedupState::kDone) {
     Duplicates().Inc();
-    spdlog::debug("engine: event {} was already processed; ignored (rule 1)", event.id);
+    spdlog::debug("engine: event {} was already processed; ignored (rule 1)", event_id);
     return false;
   }
   if (state == DedupState::kInProgress) {
-    spdlog::info("engine: event {} is processed again after an interruption; job ids repeat", event.id);
+    spdlog::info("engine: event {} is processed again after an interruption; job ids repeat", event_id);
   }
   return true;
 }
@@ -235,8 +254,13 @@ void NotificationEngine::Process(Event& event, Done done) {
   // a second store write per event would cost more than deciding a batch of a duplicate in vain.
   bool begun = false, duplicate = false;
   Status status;
+  // An event of one batch (most have a recipient or a few) does not wait for its write: the
+  // engine thread goes on to the next event, and the store's writer puts the write in a
+  // transaction with others and publishes the jobs. Larger events wait for each batch's write,
+  // since the first says whether to go on (a duplicate) and the wait bounds what is in memory.
+  const bool one_batch = event.topic.empty() && event.recipients.size() <= batch;
   auto run = [&](const std::vector<std::string>& users) {
-    status = ProcessBatch(event, users, tracker, !begun, duplicate);
+    status = ProcessBatch(event, users, tracker, !begun, one_batch, duplicate);
     begun = true;
     return status.ok() && !duplicate;
   };
@@ -258,32 +282,60 @@ void NotificationEngine::Process(Event& event, Done done) {
   if (status.ok() && !begun) {  // no recipient (an empty topic): the record alone
     StoreWrite w;
     SetBegin(event, w);
-    status = store_.ApplyWrite(w);
-    duplicate = status.ok() && !Proceed(event, w.begin_state);
+    status = store_.Write(w);
+    duplicate = status.ok() && !Proceed(event.id, w.begin_state);
   }
   if (!status.ok()) tracker->Fail(status);
-  tracker->duplicate = duplicate;
+  if (duplicate) tracker->duplicate = true;
   spdlog::debug("engine: event {} of type {} decided; {} job(s) in flight", event.id, event.type,
                 tracker->pending.load() - 1);
   tracker->Release();
 }
 
 Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<std::string>& users,
-                                        const std::shared_ptr<Tracker>& tracker, bool begin, bool& duplicate) {
-  Batch batch;
-  if (Status s = BuildBatch(event, users, batch); !s.ok()) return s;
+                                        const std::shared_ptr<Tracker>& tracker, bool begin, bool async,
+                                        bool& duplicate) {
+  auto batch = std::make_shared<Batch>();
+  if (Status s = BuildBatch(event, users, *batch); !s.ok()) return s;
+  const SystemTime now = clock_.Now();
+  for (const std::string& user : batch->budget_users) budget_.Record(user, now);
   // The traces are durable before any job leaves, so a job can always be explained.
   StoreWrite w;
   if (begin) SetBegin(event, w);
-  w.traces = std::move(batch.traces);
-  if (Status s = store_.ApplyWrite(w); !s.ok()) return s;
-  if (begin && !Proceed(event, w.begin_state)) {
+  w.traces = std::move(batch->traces);
+  publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
+  if (!async) {
+    static_cast<void>(store_.Write(w));  // w.status says how it went
+    return AfterWrite(event.id, begin, w, *batch, now, tracker, duplicate);
+  }
+  ++tracker->pending;
+  {
+    std::lock_guard lock(mu_);
+    ++writing_;
+  }
+  store_.Submit(std::move(w), [this, id = event.id, begin, batch, now, tracker](StoreWrite& w) {
+    bool dup = false;
+    Status s = AfterWrite(id, begin, w, *batch, now, tracker, dup);
+    if (!s.ok()) tracker->Fail(s);
+    if (dup) tracker->duplicate = true;
+    tracker->Release();
+    std::lock_guard lock(mu_);
+    if (--writing_ == 0) written_cv_.notify_all();
+  });
+  return Status::Ok();
+}
+
+Status NotificationEngine::AfterWrite(const std::string& event_id, bool begin, StoreWrite& w, Batch& batch,
+                                      SystemTime budget_at, const std::shared_ptr<Tracker>& tracker,
+                                      bool& duplicate) {
+  if (!w.status.ok() || (begin && w.begin_state == DedupState::kDone)) {
+    for (const std::string& user : batch.budget_users) budget_.Forget(user, budget_at);
+  }
+  if (!w.status.ok()) return w.status;
+  if (begin && !Proceed(event_id, w.begin_state)) {  // counts the duplicate
     duplicate = true;
     return Status::Ok();
   }
-  const SystemTime now = clock_.Now();
-  for (const std::string& user : batch.budget_users) budget_.Record(user, now);
-  publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
   for (broker::Message& m : batch.jobs) {
     ++tracker->pending;
     publisher_.Publish(std::move(m), [tracker](const Status& s) {

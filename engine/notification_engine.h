@@ -40,6 +40,8 @@ class Budget {
   explicit Budget(size_t limit) : limit_(limit) {}
   long long Count(const std::string& user, SystemTime now);
   void Record(const std::string& user, SystemTime now);
+  // Takes back a Record(user, at) whose notification will not go out (a duplicate event, a failed write).
+  void Forget(const std::string& user, SystemTime at);
 
  private:
   const size_t limit_;
@@ -67,8 +69,8 @@ class NotificationEngine final : public Engine {
   struct Batch {
     std::vector<TraceRecord> traces;
     std::vector<broker::Message> jobs;
-    // Recipients whose decision uses their hourly budget: recorded once the batch is written
-    // (a duplicate event found then uses none).
+    // Recipients whose decision uses their hourly budget: recorded as soon as decided (the next
+    // event for them must see it), taken back if the write finds the event a duplicate or fails.
     std::vector<std::string> budget_users;
   };
   Status BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out);
@@ -80,12 +82,19 @@ class NotificationEngine final : public Engine {
   void MaybePurge(SystemTime now);
   // Writes the batch's traces (with the event's de-duplication record when `begin` is set: the
   // first batch) and publishes its jobs; `duplicate` comes back true if the event was done already.
+  // Decides one batch, writes its traces (with the event's de-duplication record if `begin`)
+  // through the store's writer, then publishes its jobs. `async`: returns once the write is queued,
+  // and the write's callback publishes (events of one batch); otherwise waits for the write.
   Status ProcessBatch(const Event& event, const std::vector<std::string>& users,
-                      const std::shared_ptr<Tracker>& tracker, bool begin, bool& duplicate);
+                      const std::shared_ptr<Tracker>& tracker, bool begin, bool async, bool& duplicate);
+  // What follows a batch's write: nothing for a duplicate or a failed write (their budget taken
+  // back), the jobs published otherwise.
+  Status AfterWrite(const std::string& event_id, bool begin, StoreWrite& w, Batch& batch, SystemTime budget_at,
+                    const std::shared_ptr<Tracker>& tracker, bool& duplicate);
   // Makes `w` begin the event (its de-duplication record, DESIGN.md rule 1).
   void SetBegin(const Event& event, StoreWrite& w) const;
   // Rule 1 for what the de-duplication record said: false if the event is to be ignored.
-  bool Proceed(const Event& event, DedupState state);
+  bool Proceed(const std::string& event_id, DedupState state);
 
   const Config& config_;
   Store& store_;
@@ -101,6 +110,8 @@ class NotificationEngine final : public Engine {
   std::condition_variable cv_;
   std::deque<std::pair<Event, Done>> queue_;
   bool stopping_ = false;
+  size_t writing_ = 0;  // batches submitted to the store whose callback has not finished
+  std::condition_variable written_cv_;
   std::vector<std::thread> workers_;
 };
 

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <set>
 
+#include <functional>
 #include <future>
 
 #include "broker/options.h"
@@ -24,8 +25,9 @@ std::string Dir(const std::string& name) {
 }
 
 struct Harness {
-  Harness(const Vhost& vhost, const std::string& store_dir) {
+  Harness(const Vhost& vhost, const std::string& store_dir, const std::function<void(Config&)>& adjust = {}) {
     config = LoadConfig(SourceDir() + "/config/herald.yaml", {});
+    if (adjust) adjust(config);
     config.broker.url = vhost.url();
     config.broker.reconnect_min = Millis(50);
     config.broker.reconnect_max = Millis(500);
@@ -149,6 +151,35 @@ TEST_CASE("Engine: a duplicate event id sends nothing new, also after a restart"
   REQUIRE(WaitFor([&] { return peek.Depth("herald.engine") == 0; }, 10s));
   std::this_thread::sleep_for(500ms);
   CHECK(peek.Depth("herald.deliver.in_app") == 0);
+}
+
+TEST_CASE("Engine: the hourly push budget counts notifications that went out; a duplicate event uses none") {
+  Vhost vhost("engine-budget");
+  Harness e(vhost, Dir("engine-budget"), [](Config& c) { c.engine.budget_per_hour = 2; });
+  PutPrefs(*e.store, "u-b", {{"contacts", {{"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});
+  Peek peek(vhost.url());
+  std::map<std::string, std::vector<json>> all;
+  // One at a time: each is decided after the one before it was written.
+  auto send = [&](const std::string& id, size_t jobs) {
+    peek.Publish("herald.events", "billing.invoice.paid",
+                 MakeEvent(id, "billing.invoice.paid", {"u-b"}, {{"amount", "1 €"}}));
+    REQUIRE(WaitFor([&] { return peek.Depth("herald.engine") == 0; }, 10s));
+    for (auto& [ch, list] : Jobs(vhost, jobs)) all[ch].insert(all[ch].end(), list.begin(), list.end());
+  };
+  send("evt-b1", 2);  // in-app + push: 1 of 2
+  auto duplicates = [] { return Metrics::Global().Counters("herald_events_duplicate_total", "", {}).Value({}); };
+  const double before = duplicates();
+  send("evt-b1", 0);  // the same event again: ignored, and its decision's budget taken back
+  REQUIRE(WaitFor([&] { return duplicates() == before + 1; }, 10s));
+  send("evt-b2", 2);  // in-app + push: 2 of 2
+  send("evt-b3", 1);  // budget used: in-app only
+  REQUIRE(all["push"].size() == 2);
+  CHECK(all["push"][0]["delivery_id"] == DeliveryId("evt-b1", "u-b", "push"));
+  CHECK(all["push"][1]["delivery_id"] == DeliveryId("evt-b2", "u-b", "push"));
+  CHECK(all["in_app"].size() == 3);
+  TraceRecord trace;
+  REQUIRE(e.store->GetTrace(NotificationId("evt-b3", "u-b"), trace).ok());
+  CHECK(trace.decision_json.find("hourly budget of 2") != std::string::npos);
 }
 
 TEST_CASE("Engine: unknown types and missing required variables are invalid events") {

@@ -316,8 +316,11 @@ TEST_CASE("Dead letters: replayed on the publisher a running worker shares, each
   for (const auto& [id, count] : sends) {
     INFO(id);
     CHECK(count == 2);  // refused once, delivered once
-    bool sent = false;
-    CHECK((h.store->WasSent(id, sent).ok() && sent));
+    // The sent record is written by the store's writer after the send returns.
+    CHECK(test::WaitFor([&] {
+      bool sent = false;
+      return h.store->WasSent(id, sent).ok() && sent;
+    }, 10s));
   }
   // The shared publisher was neither stopped nor drained for other work: it still publishes.
   CHECK(h.publisher->Connected());
