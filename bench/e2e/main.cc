@@ -563,7 +563,7 @@ std::string Markdown(const json& r) {
   md << "\n| target | measured | met |\n|---|---|---|\n";
   for (const json& t : r["targets"]) {
     md << "| " << t["target"].get<std::string>() << " | " << t["measured"].get<std::string>() << " | "
-       << (t["met"].get<bool>() ? "yes" : "**no**") << " |\n";
+       << (t["met"].is_null() ? "not measured" : t["met"].get<bool>() ? "yes" : "**no**") << " |\n";
   }
   return md.str();
 }
@@ -592,9 +592,11 @@ json Targets(const json& r) {
                {"measured", Cell(hc, 3) + " vs " + Cell(bc, 3) + " s per 1,000 events"},
                {"met", hc >= 0 && bc > 0 && hc <= bc}});
   double rss = Num(h, "/peak_rss_mb"_json_pointer);
-  t.push_back({{"target", "heraldd peak RSS <= 150 MB at " + std::to_string(r["config"].value("users", 0L)) + " users"},
-               {"measured", Cell(rss, 1) + " MB"},
-               {"met", rss > 0 && rss <= 150 && r["config"].value("users", 0L) >= 100000}});
+  const long users = r["config"].value("users", 0L);
+  // The target is set at 100,000 users: a smaller run (--quick) says nothing about it.
+  t.push_back({{"target", "heraldd peak RSS <= 150 MB at 100,000 users"},
+               {"measured", Cell(rss, 1) + " MB at " + std::to_string(users) + " users"},
+               {"met", users >= 100000 ? json(rss > 0 && rss <= 150) : json(nullptr)}});
   for (const json& f : h["fanout"]) {
     if (f.value("recipients", 0L) != 10000) continue;
     double s = f.value("complete", false) ? f.value("last_delivery_s", -1.0) : -1;
