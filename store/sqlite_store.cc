@@ -134,6 +134,10 @@ enum Stmt {
   kStmtCount
 };
 
+// Prepared on the reader connection too: the reads of the hot path (preference cache misses, the
+// sent check before every delivery).
+constexpr Stmt kReaderStmts[] = {kGetPrefs, kGetPrefsBatch, kWasSent};
+
 // Column lists shared by the statements that read rows back and the functions that decode them
 // (ReadInbox, ReadDeadLetter): the order here is the order those read.
 constexpr char kInboxColumns[] =
@@ -291,6 +295,8 @@ class SqliteStore final : public Store {
       checkpointer_.join();
     }
     sqlite3_close_v2(ckpt_db_);
+    for (sqlite3_stmt* s : rstmts_) sqlite3_finalize(s);
+    sqlite3_close_v2(rdb_);
     for (sqlite3_stmt* s : stmts_) sqlite3_finalize(s);
     for (sqlite3_stmt* s : dead_letter_lists_) sqlite3_finalize(s);
     sqlite3_close_v2(db_);
@@ -393,6 +399,36 @@ class SqliteStore final : public Store {
     }
   }
 
+  // Opens the reader connection (rdb_) and prepares its statements; without it (an in-memory
+  // database, no file handles left) the hot reads share the main connection.
+  void OpenReader(const std::string& path) {
+    if (path == ":memory:" || path.rfind("file:", 0) == 0) return;
+    sqlite3* r = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &r, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      sqlite3_close_v2(r);
+      return;
+    }
+    sqlite3_busy_timeout(r, 5000);
+    for (Stmt k : kReaderStmts) {
+      if (sqlite3_prepare_v3(r, StmtSql(k).c_str(), -1, SQLITE_PREPARE_PERSISTENT, &rstmts_[k], nullptr) != SQLITE_OK) {
+        for (sqlite3_stmt*& s : rstmts_) {
+          sqlite3_finalize(s);
+          s = nullptr;
+        }
+        sqlite3_close_v2(r);
+        return;
+      }
+    }
+    rdb_ = r;
+  }
+
+  // A hot read's mutex, statement and connection: the reader's if there is one.
+  std::mutex& ReadMutex() { return rdb_ ? rmu_ : mu_; }
+  sqlite3_stmt* ReadStmt(Stmt k) { return rdb_ ? rstmts_[k] : stmts_[k]; }
+  Status ReadError(const char* op) {
+    return Status::Unavailable(std::string("store: ") + op + ": " + sqlite3_errmsg(rdb_ ? rdb_ : db_));
+  }
+
   // Prepares every statement once; done after Migrate because they name the migrated tables.
   Status PrepareAll() {
     std::lock_guard lock(mu_);
@@ -419,12 +455,12 @@ class SqliteStore final : public Store {
   // ---- preferences ----
 
   Status GetPreferences(const std::string& user_id, Preferences& out) override {
-    std::lock_guard lock(mu_);
-    Use q(stmts_[kGetPrefs]);
-    if (!BindText(q, 1, user_id)) return Error("GetPreferences");
+    std::lock_guard lock(ReadMutex());
+    Use q(ReadStmt(kGetPrefs));
+    if (!BindText(q, 1, user_id)) return ReadError("GetPreferences");
     int rc = sqlite3_step(q.get());
     if (rc == SQLITE_DONE) return Status::NotFound("no preferences stored for user \"" + user_id + "\"");
-    if (rc != SQLITE_ROW) return Error("GetPreferences");
+    if (rc != SQLITE_ROW) return ReadError("GetPreferences");
     return ParseStored(user_id, ColumnText(q.get(), 0), out);
   }
 
@@ -440,16 +476,16 @@ class SqliteStore final : public Store {
         if (seen.insert(id).second) ids.push_back(&id);
       }
     }
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(ReadMutex());
     if (ids.size() <= kBatchSmall) {
       for (const std::string* id : ids) {
-        Use q(stmts_[kGetPrefs]);
-        if (!BindText(q, 1, *id)) return Error("GetPreferencesBatch");
+        Use q(ReadStmt(kGetPrefs));
+        if (!BindText(q, 1, *id)) return ReadError("GetPreferencesBatch");
         int rc = sqlite3_step(q.get());
         if (rc == SQLITE_DONE) continue;
         if (rc != SQLITE_ROW) {
           out.clear();
-          return Error("GetPreferencesBatch");
+          return ReadError("GetPreferencesBatch");
         }
         Preferences p;
         if (Status s = ParseStored(*id, ColumnText(q.get(), 0), p); !s.ok()) {
@@ -465,9 +501,9 @@ class SqliteStore final : public Store {
       size_t end = std::min(ids.size(), begin + kBatchChunk);
       // One statement for every chunk size: parameters left unbound are NULL, and
       // "user_id IN (..., NULL)" never matches a NULL, so a short last chunk needs no other SQL.
-      Use q(stmts_[kGetPrefsBatch]);
+      Use q(ReadStmt(kGetPrefsBatch));
       for (size_t i = begin; i < end; ++i) {
-        if (!BindText(q, static_cast<int>(i - begin + 1), *ids[i])) return Error("GetPreferencesBatch");
+        if (!BindText(q, static_cast<int>(i - begin + 1), *ids[i])) return ReadError("GetPreferencesBatch");
       }
       found.clear();
       int rc;
@@ -482,7 +518,7 @@ class SqliteStore final : public Store {
       }
       if (rc != SQLITE_DONE) {
         out.clear();
-        return Error("GetPreferencesBatch");
+        return ReadError("GetPreferencesBatch");
       }
       for (size_t i = begin; i < end; ++i) {
         if (auto it = found.find(*ids[i]); it != found.end()) out.push_back(std::move(it->second));
@@ -715,11 +751,11 @@ class SqliteStore final : public Store {
   // ---- delivery idempotency ----
 
   Status WasSent(const std::string& delivery_id, bool& sent) override {
-    std::lock_guard lock(mu_);
-    Use q(stmts_[kWasSent]);
-    if (!BindText(q, 1, delivery_id)) return Error("WasSent");
+    std::lock_guard lock(ReadMutex());
+    Use q(ReadStmt(kWasSent));
+    if (!BindText(q, 1, delivery_id)) return ReadError("WasSent");
     int rc = sqlite3_step(q.get());
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("WasSent");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return ReadError("WasSent");
     sent = rc == SQLITE_ROW;
     return Status::Ok();
   }
@@ -1191,6 +1227,12 @@ class SqliteStore final : public Store {
 
   std::mutex mu_;  // one connection, used by one thread at a time
   sqlite3* db_;
+  // The reader (OpenReader): a read-only connection for the reads of the hot path, so they never
+  // wait for mu_ while the writer thread holds it for a group transaction. Set before the store is
+  // shared; null if it could not be opened (those reads then use db_).
+  std::mutex rmu_;
+  sqlite3* rdb_ = nullptr;
+  sqlite3_stmt* rstmts_[kStmtCount] = {};  // kReaderStmts only
   // The checkpointer (StartCheckpointer): its own connection, used on its thread only.
   sqlite3* ckpt_db_ = nullptr;
   std::thread checkpointer_;
@@ -1228,6 +1270,7 @@ Status OpenStore(const std::string& url, std::unique_ptr<Store>& out, const std:
   if (Status s = store->PrepareAll(); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
   if (Status s = store->CheckWritable(); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
   store->StartCheckpointer(path);
+  store->OpenReader(path);
   out = std::move(store);
   return Status::Ok();
 }

@@ -153,7 +153,7 @@ TEST_CASE("Engine: a duplicate event id sends nothing new, also after a restart"
   CHECK(peek.Depth("herald.deliver.in_app") == 0);
 }
 
-TEST_CASE("Engine: the hourly push budget counts notifications that went out; a duplicate event uses none") {
+TEST_CASE("Engine: the hourly push budget counts notifications that went out, and a duplicate event uses none") {
   Vhost vhost("engine-budget");
   Harness e(vhost, Dir("engine-budget"), [](Config& c) { c.engine.budget_per_hour = 2; });
   PutPrefs(*e.store, "u-b", {{"contacts", {{"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});

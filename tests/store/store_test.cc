@@ -1193,3 +1193,33 @@ TEST_CASE("Store: a write that begins an event already done writes nothing else"
   CHECK(begin("n-late") == DedupState::kDone);
   CHECK(store->GetTrace("n-late", t).code() == Status::Code::kNotFound);
 }
+
+TEST_CASE("Store: the sent check and preference reads do not wait for a write in progress", "[store]") {
+  TempStore store("reader");
+  REQUIRE(store->RecordSent("d-read", "webhook", SystemClock::Instance().Now()).ok());
+  Preferences p;
+  p.user_id = "u-read";
+  REQUIRE(store->PutPreferences(p).ok());
+  // Another process holds the database's write lock, so the store's next write waits for it (up
+  // to its busy timeout, 5 s) holding the store's write connection.
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(store.path().c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  std::thread writer([&] { CHECK(store->RecordSent("d-later", "webhook", SystemClock::Instance().Now()).ok()); });
+  std::this_thread::sleep_for(300ms);  // nothing to observe: the writer is inside SQLite's busy wait by now
+
+  const auto started = std::chrono::steady_clock::now();
+  bool sent = false;
+  CHECK((store->WasSent("d-read", sent).ok() && sent));
+  Preferences got;
+  CHECK(store->GetPreferences("u-read", got).ok());
+  std::vector<Preferences> batch;
+  CHECK(store->GetPreferencesBatch({"u-read", "u-none"}, batch).ok());
+  CHECK(batch.size() == 1);
+  CHECK(std::chrono::steady_clock::now() - started < 1s);
+
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  writer.join();
+  CHECK((store->WasSent("d-later", sent).ok() && sent));
+}
