@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   while (Steady::now() < end) {
     for (int i = 0; i < users; i += 500) {
       chunk.assign(ids.begin() + i, ids.begin() + i + 500);
-      engine.BuildBatch(event, chunk, batch);
+      engine.BuildBatch(event, chunk, SystemClock::Instance().Now(), batch);
       jobs += batch.jobs.size();
       decisions += 500;
     }

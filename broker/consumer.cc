@@ -213,7 +213,10 @@ void Consumer::Run() {
         conn_.Close();
         // Sleep on the wake fd so Stop() interrupts the backoff.
         pollfd pfd{wake_fd_, POLLIN, 0};
-        ::poll(&pfd, 1, static_cast<int>(backoff.count()));
+        if (::poll(&pfd, 1, static_cast<int>(backoff.count())) > 0 && (pfd.revents & POLLIN)) {
+          uint64_t v;  // consumed, or every later wait would return at once (stop is checked above)
+          [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
+        }
         backoff = std::min(backoff * 2, options_.reconnect_max);
         continue;
       }

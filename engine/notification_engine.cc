@@ -6,7 +6,6 @@
 #include <map>
 
 #include "core/thread_name.h"
-#include "core/thread_name.h"
 #include "broker/topology.h"
 #include "core/json_writer.h"
 #include "core/metrics.h"
@@ -47,6 +46,9 @@ Counter& Purged() {
   return c;
 }
 
+// Hourly budget entries kept per user at most (a memory bound far above any configured budget).
+constexpr size_t kBudgetEntriesMax = 10000;
+
 // Expired de-duplication records are deleted at most this often (by any worker thread).
 constexpr auto kPurgeEvery = std::chrono::minutes(10);
 
@@ -63,8 +65,18 @@ std::string NotificationId(const std::string& event_id, const std::string& user)
   return HashId("n-", {&event_id, &user});
 }
 
-std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel) {
-  return HashId("d-", {&event_id, &user, &channel});
+std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel,
+                       SystemTime begun) {
+  // 11 hex digits of milliseconds (enough until the year 2527), then 21 of the hash: the same
+  // length as the hash-only ids before, and the sent records of recent events are appended to the
+  // end of their index instead of landing on random pages of it.
+  char time_hex[16];
+  std::snprintf(time_hex, sizeof time_hex, "%011llx",
+                static_cast<unsigned long long>(std::max<int64_t>(
+                    0, std::chrono::duration_cast<std::chrono::milliseconds>(begun.time_since_epoch()).count())) &
+                    0xfffffffffffULL);
+  std::string hashed = HashId("", {&event_id, &user, &channel});
+  return "d-" + std::string(time_hex) + hashed.substr(0, 21);
 }
 
 long long Budget::Count(const std::string& user, SystemTime now) {
@@ -93,7 +105,10 @@ void Budget::Record(const std::string& user, SystemTime now) {
   std::lock_guard lock(mu_);
   auto& q = sent_[user];
   q.push_back(now);
-  while (q.size() > limit_ + 1) q.pop_front();  // more than the limit is never needed
+  // Entries leave by age. Not by count: a decision recorded and then taken back (Forget) must not
+  // have pushed out an entry that still counts. The bound only guards memory.
+  while (!q.empty() && q.front() <= now - std::chrono::hours(1)) q.pop_front();
+  while (q.size() > std::max<size_t>(limit_ + 1, kBudgetEntriesMax)) q.pop_front();
   if (++ops_ % 65536 == 0) {
     for (auto it = sent_.begin(); it != sent_.end();) {
       if (it->second.empty() || it->second.back() <= now - std::chrono::hours(1)) it = sent_.erase(it);
@@ -227,8 +242,7 @@ void NotificationEngine::MaybePurge(SystemTime now) {
   }
 }
 
-void NotificationEngine::SetBegin(const Event& event, StoreWrite& w) const {
-  const SystemTime now = clock_.Now();
+void NotificationEngine::SetBegin(const Event& event, SystemTime now, StoreWrite& w) const {
   w.begin_event = event.id;
   w.begin_now = now;
   w.begin_expires_at = now + config_.events.dedup_window;
@@ -259,8 +273,11 @@ void NotificationEngine::Process(Event& event, Done done) {
   // transaction with others and publishes the jobs. Larger events wait for each batch's write,
   // since the first says whether to go on (a duplicate) and the wait bounds what is in memory.
   const bool one_batch = event.topic.empty() && event.recipients.size() <= batch;
+  // When processing began: this moment for a new event; for one found half done (AfterWrite),
+  // the moment its first processing began, so its delivery ids come out the same again.
+  SystemTime begun_at = clock_.Now();
   auto run = [&](const std::vector<std::string>& users) {
-    status = ProcessBatch(event, users, tracker, !begun, one_batch, duplicate);
+    status = ProcessBatch(event, users, tracker, !begun, one_batch, begun_at, duplicate);
     begun = true;
     return status.ok() && !duplicate;
   };
@@ -281,7 +298,7 @@ void NotificationEngine::Process(Event& event, Done done) {
   }
   if (status.ok() && !begun) {  // no recipient (an empty topic): the record alone
     StoreWrite w;
-    SetBegin(event, w);
+    SetBegin(event, begun_at, w);
     status = store_.Write(w);
     duplicate = status.ok() && !Proceed(event.id, w.begin_state);
   }
@@ -294,33 +311,42 @@ void NotificationEngine::Process(Event& event, Done done) {
 
 Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<std::string>& users,
                                         const std::shared_ptr<Tracker>& tracker, bool begin, bool async,
-                                        bool& duplicate) {
+                                        SystemTime& begun, bool& duplicate) {
   auto batch = std::make_shared<Batch>();
-  if (Status s = BuildBatch(event, users, *batch); !s.ok()) return s;
+  if (Status s = BuildBatch(event, users, begun, *batch); !s.ok()) return s;
   const SystemTime now = clock_.Now();
   for (const std::string& user : batch->budget_users) budget_.Record(user, now);
   // The traces are durable before any job leaves, so a job can always be explained.
   StoreWrite w;
-  if (begin) SetBegin(event, w);
+  if (begin) SetBegin(event, begun, w);
   w.traces = std::move(batch->traces);
-  publisher_.WaitForRoom(static_cast<size_t>(config_.broker.publish_window) * 4);
+  publisher_.WaitForRoom(PublishLimit());
   if (!async) {
     static_cast<void>(store_.Write(w));  // w.status says how it went
-    return AfterWrite(event.id, begin, w, *batch, now, tracker, duplicate);
+    Status s = AfterWrite(event.id, begin, w, *batch, now, tracker, duplicate);
+    if (s.ok() && begin && w.begin_state == DedupState::kInProgress) begun = w.begin_first_seen;  // later batches
+    return s;
   }
   ++tracker->pending;
+  const size_t jobs = batch->jobs.size();
   {
-    std::lock_guard lock(mu_);
+    // The jobs waiting for their write count against the publisher's limit too (WaitForRoom sees
+    // only those handed to it): a slow store holds the engine back instead of filling memory.
+    std::unique_lock lock(mu_);
+    written_cv_.wait(lock, [&] { return unpublished_ == 0 || unpublished_ + jobs <= PublishLimit(); });
     ++writing_;
+    unpublished_ += jobs;
   }
-  store_.Submit(std::move(w), [this, id = event.id, begin, batch, now, tracker](StoreWrite& w) {
+  store_.Submit(std::move(w), [this, id = event.id, begin, batch, now, tracker, jobs](StoreWrite& w) {
     bool dup = false;
     Status s = AfterWrite(id, begin, w, *batch, now, tracker, dup);
     if (!s.ok()) tracker->Fail(s);
     if (dup) tracker->duplicate = true;
     tracker->Release();
     std::lock_guard lock(mu_);
-    if (--writing_ == 0) written_cv_.notify_all();
+    unpublished_ -= jobs;
+    --writing_;
+    written_cv_.notify_all();
   });
   return Status::Ok();
 }
@@ -336,6 +362,11 @@ Status NotificationEngine::AfterWrite(const std::string& event_id, bool begin, S
     duplicate = true;
     return Status::Ok();
   }
+  if (begin && w.begin_state == DedupState::kInProgress) {
+    // Processed before and interrupted: its jobs take the delivery ids they had then, so the
+    // sent check recognises the ones already delivered.
+    if (Status s = RenameDeliveries(event_id, w.begin_first_seen, batch.jobs); !s.ok()) return s;
+  }
   for (broker::Message& m : batch.jobs) {
     ++tracker->pending;
     publisher_.Publish(std::move(m), [tracker](const Status& s) {
@@ -346,7 +377,30 @@ Status NotificationEngine::AfterWrite(const std::string& event_id, bool begin, S
   return Status::Ok();
 }
 
-Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out) {
+Status RenameDeliveries(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs) {
+  for (broker::Message& m : jobs) {
+    auto job = nlohmann::json::parse(m.body, nullptr, /*allow_exceptions=*/false);
+    if (!job.is_object() || !job.value("user_id", nlohmann::json()).is_string() ||
+        !job.value("channel", nlohmann::json()).is_string()) {
+      return Status::Internal("engine: a job of event " + event_id + " could not be read back to renumber it");
+    }
+    const std::string user = job["user_id"];
+    m.message_id = DeliveryId(event_id, user, job["channel"], begun);
+    job["delivery_id"] = m.message_id;
+    if (job.contains("fallback") && job["fallback"].is_array()) {
+      for (auto& f : job["fallback"]) {
+        if (f.is_object() && f.value("channel", nlohmann::json()).is_string()) {
+          f["delivery_id"] = DeliveryId(event_id, user, f["channel"], begun);
+        }
+      }
+    }
+    m.body = job.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  return Status::Ok();
+}
+
+Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std::string>& users, SystemTime begun,
+                                      Batch& out) {
   const EventTypeConfig& type = config_.event_types.at(event.type);
   std::vector<PreferenceCache::Entry> prefs;
   if (Status s = prefs_.GetMany(users, prefs); !s.ok()) return s;
@@ -437,7 +491,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
     for (const std::string& channel : d.channels) {
       const Content& c = content(channel, p.locale);
       broker::Message m;
-      m.message_id = DeliveryId(event.id, user, channel);
+      m.message_id = DeliveryId(event.id, user, channel, begun);
       std::string& body = m.body;
       body.reserve(event_fragment.size() + data_fragment.size() + c.fragment.size() + 512);
       JsonWriter w(body);
@@ -459,7 +513,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
           const Content& fc = content(f, p.locale);
           if (k) body += ',';
           JsonWriter fw(body);
-          fw.Open().Str("channel", f).Str("delivery_id", DeliveryId(event.id, user, f)).Str("locale", fc.locale);
+          fw.Open().Str("channel", f).Str("delivery_id", DeliveryId(event.id, user, f, begun)).Str("locale", fc.locale);
           fw.Key("contact");
           append_contact(body, f, p);
           fw.Json("content", fc.fragment).Close();

@@ -31,8 +31,15 @@ std::optional<Invalid> CheckEventType(const Config& config, const Event& event);
 
 // "n-" + 32 hex digits of SHA-256(event id, user): one inbox entry / trace per event and user.
 std::string NotificationId(const std::string& event_id, const std::string& user);
-// "d-" + 32 hex digits of SHA-256(event id, user, channel).
-std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel);
+// "d-" + 11 hex digits of `begun` in milliseconds (when the event's processing first began, from
+// its de-duplication record) + the first 21 hex digits of SHA-256(event id, user, channel): the
+// same whenever the event is processed again, and in time order.
+std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel,
+                       SystemTime begun);
+
+// Gives jobs built with another start time the delivery ids of an event whose processing first
+// began at `begun` (DeliveryId), in the message id, the job and its fallbacks.
+Status RenameDeliveries(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs);
 
 // Push + e-mail sent per user in a sliding hour (DESIGN.md rule 7), kept in memory.
 class Budget {
@@ -73,26 +80,28 @@ class NotificationEngine final : public Engine {
     // event for them must see it), taken back if the write finds the event a duplicate or fails.
     std::vector<std::string> budget_users;
   };
-  Status BuildBatch(const Event& event, const std::vector<std::string>& users, Batch& out);
+  // `begun`: when the event's processing first began (its delivery ids carry it).
+  Status BuildBatch(const Event& event, const std::vector<std::string>& users, SystemTime begun, Batch& out);
 
  private:
   struct Tracker;
   void Work();
   void Process(Event& event, Done done);
   void MaybePurge(SystemTime now);
-  // Writes the batch's traces (with the event's de-duplication record when `begin` is set: the
-  // first batch) and publishes its jobs; `duplicate` comes back true if the event was done already.
   // Decides one batch, writes its traces (with the event's de-duplication record if `begin`)
   // through the store's writer, then publishes its jobs. `async`: returns once the write is queued,
   // and the write's callback publishes (events of one batch); otherwise waits for the write.
+  // `duplicate` comes back true if the event was done already; `begun` is updated for the batches
+  // after the first when the event turns out half done.
   Status ProcessBatch(const Event& event, const std::vector<std::string>& users,
-                      const std::shared_ptr<Tracker>& tracker, bool begin, bool async, bool& duplicate);
+                      const std::shared_ptr<Tracker>& tracker, bool begin, bool async, SystemTime& begun,
+                      bool& duplicate);
   // What follows a batch's write: nothing for a duplicate or a failed write (their budget taken
   // back), the jobs published otherwise.
   Status AfterWrite(const std::string& event_id, bool begin, StoreWrite& w, Batch& batch, SystemTime budget_at,
                     const std::shared_ptr<Tracker>& tracker, bool& duplicate);
   // Makes `w` begin the event (its de-duplication record, DESIGN.md rule 1).
-  void SetBegin(const Event& event, StoreWrite& w) const;
+  void SetBegin(const Event& event, SystemTime now, StoreWrite& w) const;
   // Rule 1 for what the de-duplication record said: false if the event is to be ignored.
   bool Proceed(const std::string& event_id, DedupState state);
 
@@ -110,7 +119,10 @@ class NotificationEngine final : public Engine {
   std::condition_variable cv_;
   std::deque<std::pair<Event, Done>> queue_;
   bool stopping_ = false;
-  size_t writing_ = 0;  // batches submitted to the store whose callback has not finished
+  size_t writing_ = 0;      // batches submitted to the store whose callback has not finished
+  size_t unpublished_ = 0;  // their jobs
+  // Jobs the engine lets wait for the publisher's confirms at most (four publish windows).
+  size_t PublishLimit() const { return static_cast<size_t>(config_.broker.publish_window) * 4; }
   std::condition_variable written_cv_;
   std::vector<std::thread> workers_;
 };

@@ -3,7 +3,6 @@
 #include <future>
 
 #include "core/thread_name.h"
-#include "core/thread_name.h"
 #include "core/metrics.h"
 
 namespace herald {

@@ -180,7 +180,7 @@ std::string StmtSql(Stmt id) {
     case kUnsubscribe: return "DELETE FROM topic_subscribers WHERE topic = ?1 AND user_id = ?2";
     case kTopicPage:
       return "SELECT user_id FROM topic_subscribers WHERE topic = ?1 AND user_id > ?2 ORDER BY user_id LIMIT ?3";
-    case kDedupGet: return "SELECT state, expires_at FROM dedup WHERE event_id = ?1";
+    case kDedupGet: return "SELECT state, expires_at, first_seen FROM dedup WHERE event_id = ?1";
     case kDedupPut:
       return "INSERT OR REPLACE INTO dedup (event_id, state, first_seen, expires_at) VALUES (?1, 0, ?2, ?3)";
     case kDedupFinish: return "UPDATE dedup SET state = 1 WHERE event_id = ?1";
@@ -1053,6 +1053,7 @@ class SqliteStore final : public Store {
       int rc = sqlite3_step(q.get());
       if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
         w.begin_state = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
+        w.begin_first_seen = FromMillis(sqlite3_column_int64(q.get(), 2));
         return Status::Ok();
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
@@ -1064,6 +1065,7 @@ class SqliteStore final : public Store {
     }
     if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
     w.begin_state = DedupState::kNew;
+    w.begin_first_seen = FromMillis(now_ms);
     return Status::Ok();
   }
 

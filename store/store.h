@@ -98,6 +98,7 @@ struct StoreWrite {
   std::string begin_event;
   SystemTime begin_now, begin_expires_at;
   DedupState begin_state = DedupState::kNew;
+  SystemTime begin_first_seen;  // out: when the event was first begun (begin_now if it is new), to the ms
   std::vector<TraceRecord> traces;         // as PutTraces
   std::optional<InboxEntry> inbox;         // as PutInbox: seq is filled, inbox_created says if new
   bool inbox_created = false;

@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include "core/thread_name.h"
-#include "core/thread_name.h"
 #include "broker/options.h"
 #include "broker/topology.h"
 #include "core/metrics.h"

@@ -596,7 +596,7 @@ TEST_CASE("Email: 4 threads x 10 messages concurrently") {
 namespace {
 
 nlohmann::json MailJobJson(const std::string& to, const std::string& user) {
-  const std::string id = DeliveryId("evt-mail", user, "email");
+  const std::string id = DeliveryId("evt-mail", user, "email", SystemTime{});
   return {{"v", 1}, {"delivery_id", id}, {"notification_id", NotificationId("evt-mail", user)},
           {"event", {{"id", "evt-mail"}, {"type", "account.welcome"}}}, {"user_id", user}, {"locale", "en"},
           {"channel", "email"}, {"contact", {{"email", to}}},

@@ -155,7 +155,7 @@ json VapidKeys() {
 
 DeliveryJob PushJob(json subscriptions, const std::string& user = "u-1") {
   DeliveryJob j;
-  j.delivery_id = DeliveryId("evt-push", user, "push");
+  j.delivery_id = DeliveryId("evt-push", user, "push", SystemTime{});
   j.notification_id = NotificationId("evt-push", user);
   j.user_id = user;
   j.channel = "push";
@@ -624,7 +624,7 @@ TEST_CASE("Push worker: an expired Web Push subscription is removed and the noti
   auto wp = h.Worker("push", *push);
   auto we = h.Worker("email", email);
   DeliveryJob j = PushJob(json::array({sub}));
-  const std::string email_id = DeliveryId("evt-push", "u-1", "email");
+  const std::string email_id = DeliveryId("evt-push", "u-1", "email", SystemTime{});
   json job = {{"v", 1},
               {"delivery_id", j.delivery_id},
               {"notification_id", j.notification_id},

@@ -12,6 +12,7 @@
 #include "engine/intake.h"
 #include "engine/notification_engine.h"
 #include "engine/templates.h"
+#include "tests/support/ids.h"
 #include "tests/support/test_env.h"
 
 using namespace herald;
@@ -47,6 +48,7 @@ struct Harness {
     intake->Stop(2s);
     engine->Stop();
     publisher->Stop(2s);
+    store->DrainWrites();  // the last event marks call back into the intake: before it is destroyed
   }
   Config config;
   std::unique_ptr<Store> store;
@@ -99,6 +101,7 @@ TEST_CASE("Engine: each recipient gets exactly the jobs the rules choose, render
                               {"contacts", {{"email", "de@example.org"}, {"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});
   PutPrefs(*e.store, "u-active", {{"contacts", {{"email", "a@example.org"}}}});
   e.presence.Heartbeat("u-active", true, SystemClock::Instance().Now());
+  const SystemTime test_started = SystemClock::Instance().Now();
   std::string out;
   REQUIRE(PikaPublish(vhost.url(), "herald.events", "billing.invoice.paid",
                       MakeEvent("evt-1", "billing.invoice.paid", {"u-de", "u-active", "u-unknown"}, {{"amount", "12 €"}}),
@@ -110,7 +113,13 @@ TEST_CASE("Engine: each recipient gets exactly the jobs the rules choose, render
   CHECK(jobs["webhook"].empty());
   const json& push = jobs["push"][0];
   CHECK(push["user_id"] == "u-de");
-  CHECK(push["delivery_id"] == DeliveryId("evt-1", "u-de", "push"));
+  CHECK(IsDeliveryOf(push["delivery_id"], "evt-1", "u-de", "push"));
+  // The ids carry when the event's processing began, so the sent records of recent events are
+  // appended to their index: within this test, and the same for every job of the event.
+  const long long begun = DeliveryBegunMs(push["delivery_id"]);
+  CHECK(begun >= ToMillisForTest(test_started));
+  CHECK(begun <= ToMillisForTest(SystemClock::Instance().Now()));
+  for (const json& j : jobs["in_app"]) CHECK(DeliveryBegunMs(j["delivery_id"]) == begun);
   CHECK(push["notification_id"] == NotificationId("evt-1", "u-de"));
   CHECK(push["locale"] == "de");
   CHECK(push["content"]["title"] == "Rechnung bezahlt");
@@ -174,12 +183,35 @@ TEST_CASE("Engine: the hourly push budget counts notifications that went out, an
   send("evt-b2", 2);  // in-app + push: 2 of 2
   send("evt-b3", 1);  // budget used: in-app only
   REQUIRE(all["push"].size() == 2);
-  CHECK(all["push"][0]["delivery_id"] == DeliveryId("evt-b1", "u-b", "push"));
-  CHECK(all["push"][1]["delivery_id"] == DeliveryId("evt-b2", "u-b", "push"));
+  CHECK(IsDeliveryOf(all["push"][0]["delivery_id"], "evt-b1", "u-b", "push"));
+  CHECK(IsDeliveryOf(all["push"][1]["delivery_id"], "evt-b2", "u-b", "push"));
   CHECK(all["in_app"].size() == 3);
   TraceRecord trace;
   REQUIRE(e.store->GetTrace(NotificationId("evt-b3", "u-b"), trace).ok());
   CHECK(trace.decision_json.find("hourly budget of 2") != std::string::npos);
+}
+
+TEST_CASE("Engine: an event found half done gets the delivery ids of its first processing") {
+  Vhost vhost("engine-half");
+  Harness e(vhost, Dir("engine-half"));
+  PutPrefs(*e.store, "u-h", {{"contacts", {{"email", "h@example.org"}, {"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});
+  // As a crash would leave it: begun an hour ago, never finished. Its jobs may have gone out then.
+  const SystemTime first =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(SystemClock::Instance().Now() - std::chrono::hours(1));
+  Store::DedupState state;
+  REQUIRE(e.store->BeginEvent("evt-half", first, first + std::chrono::hours(24), state).ok());
+  REQUIRE(state == Store::DedupState::kNew);
+  Peek peek(vhost.url());
+  peek.Publish("herald.events", "billing.invoice.paid",
+               MakeEvent("evt-half", "billing.invoice.paid", {"u-h"}, {{"amount", "3 €"}}));
+  auto jobs = Jobs(vhost, 2);  // Jobs() also checks each message id against its delivery id
+  REQUIRE(jobs["push"].size() == 1);
+  REQUIRE(jobs["in_app"].size() == 1);
+  CHECK(jobs["push"][0]["delivery_id"] == DeliveryId("evt-half", "u-h", "push", first));
+  CHECK(jobs["in_app"][0]["delivery_id"] == DeliveryId("evt-half", "u-h", "in_app", first));
+  REQUIRE(jobs["push"][0]["fallback"].size() == 1);
+  CHECK(jobs["push"][0]["fallback"][0]["delivery_id"] == DeliveryId("evt-half", "u-h", "email", first));
+  CHECK(jobs["push"][0]["content"]["title"] == "Invoice paid");  // the rest of the job is intact
 }
 
 TEST_CASE("Engine: unknown types and missing required variables are invalid events") {

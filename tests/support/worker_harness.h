@@ -46,7 +46,7 @@ class ScriptedChannel final : public Channel {
 // A delivery job of event "evt-w" for `user` on `channel`, as the engine writes it.
 inline nlohmann::json Job(const std::string& channel, const std::string& user,
                           nlohmann::json fallback = nlohmann::json::array()) {
-  const std::string id = DeliveryId("evt-w", user, channel);
+  const std::string id = DeliveryId("evt-w", user, channel, SystemTime{});
   return {{"v", 1},           {"delivery_id", id},
           {"notification_id", NotificationId("evt-w", user)},
           {"event", {{"id", "evt-w"}, {"type", "billing.invoice.paid"}}},

@@ -63,7 +63,7 @@ TEST_CASE("Worker: a permanent failure goes to the next channel of the fallback 
   WorkerHarness h("worker-fallback");
   ScriptedChannel ch({}, SendResult::Permanent("HTTP 400: bad token"));
   auto w = h.Worker("push", ch);
-  json fallback = json::array({{{"channel", "email"}, {"delivery_id", DeliveryId("evt-w", "u-1", "email")},
+  json fallback = json::array({{{"channel", "email"}, {"delivery_id", DeliveryId("evt-w", "u-1", "email", SystemTime{})},
                                 {"locale", "en"}, {"contact", {{"email", "a@example.org"}}},
                                 {"content", {{"subject", "S"}, {"text", "T"}}}}});
   h.PublishJob("push", Job("push", "u-1", fallback));
@@ -72,7 +72,7 @@ TEST_CASE("Worker: a permanent failure goes to the next channel of the fallback 
   REQUIRE(m);
   json job = json::parse(m->body);
   CHECK(job["channel"] == "email");
-  CHECK(job["delivery_id"] == DeliveryId("evt-w", "u-1", "email"));
+  CHECK(job["delivery_id"] == DeliveryId("evt-w", "u-1", "email", SystemTime{}));
   CHECK(job["contact"]["email"] == "a@example.org");
   CHECK(job["fallback"].empty());
   CHECK(job["attempt"] == 1);
@@ -93,7 +93,7 @@ TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with th
   std::vector<DeadLetter> rows;
   REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 20s));
   const DeadLetter& d = rows[0];
-  CHECK(d.delivery_id == DeliveryId("evt-w", "u-dead", "webhook"));
+  CHECK(d.delivery_id == DeliveryId("evt-w", "u-dead", "webhook", SystemTime{}));
   CHECK(d.reason == "attempts_exhausted");
   CHECK(d.error == "HTTP 503: maintenance");
   CHECK(d.attempts == 3);
@@ -123,7 +123,7 @@ TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
   CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 5s));
   std::this_thread::sleep_for(300ms);
   REQUIRE(ch.Calls().size() == 1);
-  CHECK(ch.Calls()[0].delivery_id == DeliveryId("evt-w", "u-2", "webhook"));
+  CHECK(ch.Calls()[0].delivery_id == DeliveryId("evt-w", "u-2", "webhook", SystemTime{}));
 }
 
 TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above 30 + burst in a second") {
