@@ -291,10 +291,11 @@ struct Bench {
   struct Cpu {
     double system = 0, broker = 0, self = 0, machine = 0;
     long long switches = 0;  // context switches of the system's threads
+    std::map<std::string, double> threads;  // CPU seconds of the system's threads, by name
   };
   Cpu Snap(const System& s) {
-    return {CpuSeconds(s.pid), CpuSeconds(broker.beam), CpuSeconds(::getpid()), MachineBusySeconds(),
-            ContextSwitches(s.pid)};
+    return {CpuSeconds(s.pid),     CpuSeconds(broker.beam),   CpuSeconds(::getpid()), MachineBusySeconds(),
+            ContextSwitches(s.pid), ThreadCpuSeconds(s.pid)};
   }
 
   // Waits until `events` events of the phase are complete; false on timeout or interrupt.
@@ -374,6 +375,13 @@ struct Bench {
                                     {"broker", (cpu_b.broker - cpu_a.broker) / events * 1000},
                                     {"bench_tool", (cpu_b.self - cpu_a.self) / events * 1000}};
       r["context_switches_per_event"] = static_cast<double>(cpu_b.switches - cpu_a.switches) / events;
+      json by_thread = json::object();
+      for (const auto& [name, after] : cpu_b.threads) {
+        auto before = cpu_a.threads.find(name);
+        double used = after - (before == cpu_a.threads.end() ? 0.0 : before->second);
+        if (used > 0) by_thread[name] = used / events * 1e6;
+      }
+      r["cpu_us_per_event_by_thread"] = by_thread;
       double ours = (cpu_b.system - cpu_a.system) + (cpu_b.broker - cpu_a.broker) + (cpu_b.self - cpu_a.self);
       r["cpu_cores_busy"] = {{"system", (cpu_b.system - cpu_a.system) / window_s},
                              {"broker", (cpu_b.broker - cpu_a.broker) / window_s},
@@ -560,6 +568,15 @@ std::string Markdown(const json& r) {
      << ". Other processes on the machine kept " << Cell(Num(h, "/sustained/cpu_cores_busy/other_processes"_json_pointer), 2)
      << " / " << Cell(Num(b, "/sustained/cpu_cores_busy/other_processes"_json_pointer), 2)
      << " cores busy during Herald's / the baseline's sustained window.\n";
+  if (const auto p = "/sustained/cpu_us_per_event_by_thread"_json_pointer; h.contains(p) && h.at(p).is_object() &&
+                                                                              !h.at(p).empty()) {
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, us] : h.at(p).items()) rows.emplace_back(us.get<double>(), name);
+    std::sort(rows.rbegin(), rows.rend());
+    md << "\nheraldd CPU per event at saturation by thread, us:";
+    for (size_t i = 0; i < rows.size(); ++i) md << (i ? ", " : " ") << rows[i].second << " " << Cell(rows[i].first, 0);
+    md << ".\n";
+  }
   md << "\n| target | measured | met |\n|---|---|---|\n";
   for (const json& t : r["targets"]) {
     md << "| " << t["target"].get<std::string>() << " | " << t["measured"].get<std::string>() << " | "

@@ -98,8 +98,10 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output) {
   return rc;
 }
 
-double CpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+namespace {
+// utime + stime from a /proc/.../stat file, in seconds; -1 if it cannot be read.
+double StatCpuSeconds(const std::string& path) {
+  std::ifstream in(path);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t close = text.rfind(')');
   if (close == std::string::npos) return -1;
@@ -112,6 +114,24 @@ double CpuSeconds(pid_t pid) {
     if (i == 15) stime = std::stoull(f);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+}  // namespace
+
+double CpuSeconds(pid_t pid) { return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat"); }
+
+std::map<std::string, double> ThreadCpuSeconds(pid_t pid) {
+  std::map<std::string, double> out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return out;
+  while (dirent* e = ::readdir(d.get())) {
+    if (e->d_name[0] == '.') continue;
+    std::string name;
+    std::getline(std::ifstream(dir + "/" + e->d_name + "/comm"), name);
+    double s = StatCpuSeconds(dir + "/" + e->d_name + "/stat");
+    if (!name.empty() && s >= 0) out[name] += s;  // a thread gone meanwhile is skipped
+  }
+  return out;
 }
 
 namespace {

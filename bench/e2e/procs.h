@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ double CpuSeconds(pid_t pid);
 // VmHWM / VmRSS of `pid` in KiB; -1 if it cannot be read.
 long PeakRssKb(pid_t pid);
 long RssKb(pid_t pid);
+// utime + stime in seconds of the threads of `pid`, summed by thread name (heraldd names its
+// threads: engine, store-writer, w:webhook, ...); empty if it cannot be read.
+std::map<std::string, double> ThreadCpuSeconds(pid_t pid);
 // Context switches (voluntary + involuntary) of all threads of `pid`; -1 if it cannot be read.
 long long ContextSwitches(pid_t pid);
 // Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat.
