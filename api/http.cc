@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <charconv>
 
-#include "core/thread_name.h"
 #include "core/base64.h"
+#include "core/thread_name.h"
 
 namespace herald::api {
 namespace {

@@ -5,10 +5,10 @@
 
 #include <map>
 
-#include "core/thread_name.h"
 #include "broker/topology.h"
 #include "core/json_writer.h"
 #include "core/metrics.h"
+#include "core/thread_name.h"
 #include "engine/decision.h"
 #include "engine/templates.h"
 
@@ -324,7 +324,7 @@ Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<st
   if (!async) {
     static_cast<void>(store_.Write(w));  // w.status says how it went
     Status s = AfterWrite(event.id, begin, w, *batch, now, tracker, duplicate);
-    if (s.ok() && begin && w.begin_state == DedupState::kInProgress) begun = w.begin_first_seen;  // later batches
+    if (s.ok() && begin) begun = w.begin_first_seen;  // the later batches' ids (the same ms for a new event)
     return s;
   }
   ++tracker->pending;

@@ -2,8 +2,8 @@
 
 #include <future>
 
-#include "core/thread_name.h"
 #include "core/metrics.h"
+#include "core/thread_name.h"
 
 namespace herald {
 namespace {

@@ -2,10 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/thread_name.h"
 #include "broker/options.h"
 #include "broker/topology.h"
 #include "core/metrics.h"
+#include "core/thread_name.h"
 #include "engine/control.h"
 
 namespace herald {

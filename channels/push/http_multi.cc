@@ -1,15 +1,14 @@
 #include "channels/push/http_multi.h"
 
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 
-#include "core/thread_name.h"
 #include "channels/curl_slist.h"
 #include "channels/curl_support.h"
+#include "core/thread_name.h"
 
 namespace herald {
 
