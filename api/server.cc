@@ -86,6 +86,7 @@ void ApiServer::AddRoutes(ApiServer* self, Router& r) {
   r.Add({"POST", "/v1/users/{id}/notifications/{nid}/read", Access::kUser, "", bind(&ApiServer::MarkRead)});
   r.Add({"GET", "/v1/users/{id}/stream", Access::kUser, "", bind(&ApiServer::OpenStream)});
   r.Add({"GET", "/v1/notifications/{nid}/trace", Access::kService, "", bind(&ApiServer::GetTrace)});
+  r.Add({"GET", "/v1/traces", Access::kService, "", bind(&ApiServer::FindTrace)});
   r.Add({"GET", "/v1/dead-letters", Access::kScope, "admin", bind(&ApiServer::ListDeadLetters)});
   r.Add({"POST", "/v1/dead-letters/replay", Access::kScope, "admin", bind(&ApiServer::ReplayDeadLetters)});
   r.Add({"DELETE", "/v1/dead-letters", Access::kScope, "admin", bind(&ApiServer::PurgeDeadLetters)});
@@ -473,8 +474,29 @@ void ApiServer::GetTrace(Call& c) {
   Status s = d_.store->GetTrace(nid, t);
   if (s.code() == Status::Code::kNotFound) return c.Fail(Problem::Make(404, "not_found", "no trace for notification " + nid));
   if (!s.ok()) return c.Fail(StoreUnavailable(s));
+  SendTrace(c, t);
+}
+
+void ApiServer::FindTrace(Call& c) {
+  const std::string event_id = c.Query("event_id"), user_id = c.Query("user_id");
+  for (const auto& [name, value] : {std::pair{"event_id", &event_id}, std::pair{"user_id", &user_id}}) {
+    if (value->empty()) {
+      return c.Fail(Problem::Make(400, "invalid_parameter",
+                                  std::string(name) + " is required: GET /v1/traces?event_id=...&user_id=...", name));
+    }
+  }
+  TraceRecord t;
+  Status s = d_.store->GetTraceByEvent(event_id, user_id, t);
+  if (s.code() == Status::Code::kNotFound) {
+    return c.Fail(Problem::Make(404, "not_found", "no trace for event " + event_id + " and user " + user_id));
+  }
+  if (!s.ok()) return c.Fail(StoreUnavailable(s));
+  SendTrace(c, t);
+}
+
+void ApiServer::SendTrace(Call& c, const TraceRecord& t) {
   std::vector<DeliveryAttempt> attempts;
-  if (Status a = d_.store->ListAttempts(nid, attempts); !a.ok()) return c.Fail(StoreUnavailable(a));
+  if (Status a = d_.store->ListAttempts(t.notification_id, attempts); !a.ok()) return c.Fail(StoreUnavailable(a));
   nlohmann::json list = nlohmann::json::array();
   for (const DeliveryAttempt& a : attempts) {
     nlohmann::json one = {{"delivery_id", a.delivery_id}, {"channel", a.channel},         {"attempt", a.attempt},

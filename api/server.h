@@ -69,6 +69,8 @@ class ApiServer {
   void UnreadCount(Call& c);
   void OpenStream(Call& c);
   void GetTrace(Call& c);
+  void FindTrace(Call& c);
+  void SendTrace(Call& c, const TraceRecord& t);
   void ListDeadLetters(Call& c);
   void ReplayDeadLetters(Call& c);
   void PurgeDeadLetters(Call& c);

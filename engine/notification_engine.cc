@@ -1,11 +1,11 @@
 #include "engine/notification_engine.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <map>
 
 #include "broker/topology.h"
+#include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/metrics.h"
 #include "core/thread_name.h"
@@ -14,24 +14,6 @@
 
 namespace herald {
 namespace {
-
-std::string HashId(const char* prefix, std::initializer_list<const std::string*> parts) {
-  std::string input;
-  for (const std::string* p : parts) {
-    input += *p;
-    input += '\n';  // cannot appear in ids (control characters are refused)
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(input.data(), input.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out = prefix;
-  for (int i = 0; i < 16; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
 
 CounterFamily& Deliveries() {
   static CounterFamily& f = Metrics::Global().Counters(
@@ -60,24 +42,6 @@ Counter& Duplicates() {
 }
 
 }  // namespace
-
-std::string NotificationId(const std::string& event_id, const std::string& user) {
-  return HashId("n-", {&event_id, &user});
-}
-
-std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel,
-                       SystemTime begun) {
-  // 11 hex digits of milliseconds (enough until the year 2527), then 21 of the hash: the same
-  // length as the hash-only ids before, and the sent records of recent events are appended to the
-  // end of their index instead of landing on random pages of it.
-  char time_hex[16];
-  std::snprintf(time_hex, sizeof time_hex, "%011llx",
-                static_cast<unsigned long long>(std::max<int64_t>(
-                    0, std::chrono::duration_cast<std::chrono::milliseconds>(begun.time_since_epoch()).count())) &
-                    0xfffffffffffULL);
-  std::string hashed = HashId("", {&event_id, &user, &channel});
-  return "d-" + std::string(time_hex) + hashed.substr(0, 21);
-}
 
 long long Budget::Count(const std::string& user, SystemTime now) {
   std::lock_guard lock(mu_);
@@ -318,7 +282,10 @@ Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<st
   for (const std::string& user : batch->budget_users) budget_.Record(user, now);
   // The traces are durable before any job leaves, so a job can always be explained.
   StoreWrite w;
-  if (begin) SetBegin(event, begun, w);
+  if (begin) {
+    SetBegin(event, begun, w);
+    w.renumber_traces = RenumberTraces;  // an event found half done: the traces' first ids
+  }
   w.traces = std::move(batch->traces);
   publisher_.WaitForRoom(PublishLimit());
   if (!async) {
@@ -365,7 +332,7 @@ Status NotificationEngine::AfterWrite(const std::string& event_id, bool begin, S
   if (begin && w.begin_state == DedupState::kInProgress) {
     // Processed before and interrupted: its jobs take the delivery ids they had then, so the
     // sent check recognises the ones already delivered.
-    if (Status s = RenameDeliveries(event_id, w.begin_first_seen, batch.jobs); !s.ok()) return s;
+    if (Status s = RenumberJobs(event_id, w.begin_first_seen, batch.jobs); !s.ok()) return s;
   }
   for (broker::Message& m : batch.jobs) {
     ++tracker->pending;
@@ -377,7 +344,11 @@ Status NotificationEngine::AfterWrite(const std::string& event_id, bool begin, S
   return Status::Ok();
 }
 
-Status RenameDeliveries(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs) {
+void RenumberTraces(SystemTime begun, std::vector<TraceRecord>& traces) {
+  for (TraceRecord& t : traces) t.notification_id = NotificationId(t.event_id, t.user_id, begun);
+}
+
+Status RenumberJobs(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs) {
   for (broker::Message& m : jobs) {
     auto job = nlohmann::json::parse(m.body, nullptr, /*allow_exceptions=*/false);
     if (!job.is_object() || !job.value("user_id", nlohmann::json()).is_string() ||
@@ -385,6 +356,7 @@ Status RenameDeliveries(const std::string& event_id, SystemTime begun, std::vect
       return Status::Internal("engine: a job of event " + event_id + " could not be read back to renumber it");
     }
     const std::string user = job["user_id"];
+    job["notification_id"] = NotificationId(event_id, user, begun);
     m.message_id = DeliveryId(event_id, user, job["channel"], begun);
     job["delivery_id"] = m.message_id;
     if (job.contains("fallback") && job["fallback"].is_array()) {
@@ -473,7 +445,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
     Decision d = Decide(in);
     if (d.uses_budget) out.budget_users.push_back(user);
 
-    const std::string nid = NotificationId(event.id, user);
+    const std::string nid = NotificationId(event.id, user, begun);
     std::string trace;
     trace.reserve(512);
     d.AppendJsonOpen(trace);

@@ -5,8 +5,9 @@
 // read presence and budget, decide (engine/decision.h), write the decision traces, render the
 // templates once per channel and locale, and publish one delivery job per chosen channel to
 // herald.deliver. The event is reported done only when every job is confirmed by the broker.
-// Delivery ids are a hash of (event id, user, channel), so processing an event again after a
-// crash produces the same ids and workers can refuse what they already sent.
+// Notification and delivery ids (core/ids.h) come from the event id, the user, the channel and when
+// the event's processing first began, so processing an event again after a crash produces the same
+// ids and workers can refuse what they already sent.
 #pragma once
 
 #include <condition_variable>
@@ -17,6 +18,7 @@
 
 #include "broker/publisher.h"
 #include "core/config.h"
+#include "core/ids.h"
 #include "engine/engine.h"
 #include "engine/prefs_cache.h"
 #include "engine/presence.h"
@@ -29,17 +31,11 @@ namespace herald {
 // `herald publish`, which refuses them before they are sent.
 std::optional<Invalid> CheckEventType(const Config& config, const Event& event);
 
-// "n-" + 32 hex digits of SHA-256(event id, user): one inbox entry / trace per event and user.
-std::string NotificationId(const std::string& event_id, const std::string& user);
-// "d-" + 11 hex digits of `begun` in milliseconds (when the event's processing first began, from
-// its de-duplication record) + the first 21 hex digits of SHA-256(event id, user, channel): the
-// same whenever the event is processed again, and in time order.
-std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel,
-                       SystemTime begun);
-
-// Gives jobs built with another start time the delivery ids of an event whose processing first
-// began at `begun` (DeliveryId), in the message id, the job and its fallbacks.
-Status RenameDeliveries(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs);
+// Gives jobs built with another start time the ids of an event whose processing first began at
+// `begun` (core/ids.h): the notification id, and the delivery id in the message id, the job and its
+// fallbacks. RenumberTraces does the same for the traces written with the jobs.
+Status RenumberJobs(const std::string& event_id, SystemTime begun, std::vector<broker::Message>& jobs);
+void RenumberTraces(SystemTime begun, std::vector<TraceRecord>& traces);
 
 // Push + e-mail sent per user in a sliding hour (DESIGN.md rule 7), kept in memory.
 class Budget {

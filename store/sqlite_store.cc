@@ -71,7 +71,11 @@ const char* const kMigrations[] = {
     "CREATE TABLE IF NOT EXISTS delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL,"
     " delivery_id TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,"
     " error TEXT NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS delivery_attempts_notification ON delivery_attempts (notification_id, id)"
+    "CREATE INDEX IF NOT EXISTS delivery_attempts_notification ON delivery_attempts (notification_id, id)",
+    // 12: traces by event and user (GET /v1/events/{id}/users/{user}/trace): notification ids carry
+    // when the event's processing began (core/ids.h), so a service cannot compute them. IF NOT
+    // EXISTS as in 10.
+    "CREATE INDEX IF NOT EXISTS traces_event_user ON traces (event_id, user_id)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -113,6 +117,7 @@ enum Stmt {
   kDedupPurge,
   kPutTrace,
   kGetTrace,
+  kGetTraceByEvent,
   kPutInbox,
   kInboxSeq,
   kListInbox,
@@ -191,7 +196,11 @@ std::string StmtSql(Stmt id) {
       return "INSERT OR REPLACE INTO traces (notification_id, event_id, event_type, user_id, created_at, decision) "
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
     case kGetTrace:
-      return "SELECT event_id, event_type, user_id, created_at, decision FROM traces WHERE notification_id = ?1";
+      return "SELECT notification_id, event_id, event_type, user_id, created_at, decision FROM traces "
+             "WHERE notification_id = ?1";
+    case kGetTraceByEvent:  // the latest, should an interrupted upgrade have left two
+      return "SELECT notification_id, event_id, event_type, user_id, created_at, decision FROM traces "
+             "WHERE event_id = ?1 AND user_id = ?2 ORDER BY rowid DESC LIMIT 1";
     case kPutInbox:
       return "INSERT INTO inbox (notification_id, user_id, event_id, event_type, title, body, data, created_at, "
              "read_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (notification_id) DO NOTHING";
@@ -661,22 +670,34 @@ class SqliteStore final : public Store {
     return ApplyOne(w);
   }
 
+  // One row of kGetTrace or kGetTraceByEvent; NotFound (`missing`) if there is none.
+  Status ReadTrace(sqlite3_stmt* q, const std::string& missing, TraceRecord& out) {
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE) return Status::NotFound(missing);
+    if (rc != SQLITE_ROW) return Error("GetTrace");
+    TraceRecord r;
+    r.notification_id = ColumnText(q, 0);
+    r.event_id = ColumnText(q, 1);
+    r.event_type = ColumnText(q, 2);
+    r.user_id = ColumnText(q, 3);
+    r.created_at = FromMillis(sqlite3_column_int64(q, 4));
+    r.decision_json = ColumnText(q, 5);
+    out = std::move(r);
+    return Status::Ok();
+  }
+
   Status GetTrace(const std::string& notification_id, TraceRecord& out) override {
     std::lock_guard lock(mu_);
     Use q(stmts_[kGetTrace]);
     if (!BindText(q, 1, notification_id)) return Error("GetTrace");
-    int rc = sqlite3_step(q.get());
-    if (rc == SQLITE_DONE) return Status::NotFound("no trace for notification \"" + notification_id + "\"");
-    if (rc != SQLITE_ROW) return Error("GetTrace");
-    TraceRecord r;
-    r.notification_id = notification_id;
-    r.event_id = ColumnText(q.get(), 0);
-    r.event_type = ColumnText(q.get(), 1);
-    r.user_id = ColumnText(q.get(), 2);
-    r.created_at = FromMillis(sqlite3_column_int64(q.get(), 3));
-    r.decision_json = ColumnText(q.get(), 4);
-    out = std::move(r);
-    return Status::Ok();
+    return ReadTrace(q.get(), "no trace for notification \"" + notification_id + "\"", out);
+  }
+
+  Status GetTraceByEvent(const std::string& event_id, const std::string& user_id, TraceRecord& out) override {
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kGetTraceByEvent]);
+    if (!BindText(q, 1, event_id) || !BindText(q, 2, user_id)) return Error("GetTraceByEvent");
+    return ReadTrace(q.get(), "no trace for event \"" + event_id + "\" and user \"" + user_id + "\"", out);
   }
 
   // ---- in-app inbox ----
@@ -980,6 +1001,7 @@ class SqliteStore final : public Store {
   Status WriteParts(StoreWrite& w) {
     if (!w.begin_event.empty()) {
       if (Status s = WriteBegin(w); !s.ok() || w.begin_state == DedupState::kDone) return s;
+      if (w.begin_state == DedupState::kInProgress && w.renumber_traces) w.renumber_traces(w.begin_first_seen, w.traces);
     }
     for (const TraceRecord& r : w.traces) {
       Use q(stmts_[kPutTrace]);

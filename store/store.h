@@ -99,6 +99,9 @@ struct StoreWrite {
   SystemTime begin_now, begin_expires_at;
   DedupState begin_state = DedupState::kNew;
   SystemTime begin_first_seen;  // out: when the event was first begun (begin_now if it is new), to the ms
+  // Called when begin_state comes back kInProgress (begun before, at begin_first_seen), before the
+  // traces are written: ids derived from the start time (core/ids.h) take the first one's.
+  std::function<void(SystemTime begin_first_seen, std::vector<TraceRecord>& traces)> renumber_traces;
   std::vector<TraceRecord> traces;         // as PutTraces
   std::optional<InboxEntry> inbox;         // as PutInbox: seq is filled, inbox_created says if new
   bool inbox_created = false;
@@ -152,6 +155,8 @@ class Store {
   // Writes all records in one transaction; an existing notification id is replaced. Idempotent.
   virtual Status PutTraces(const std::vector<TraceRecord>& records) = 0;
   virtual Status GetTrace(const std::string& notification_id, TraceRecord& out) = 0;  // NotFound
+  // The trace of event `event_id` for user `user_id` (NotFound if there is none).
+  virtual Status GetTraceByEvent(const std::string& event_id, const std::string& user_id, TraceRecord& out) = 0;
 
   // ---- in-app inbox ----
   // Writes the entry unless its notification id exists; `created` says which. Fills entry.seq

@@ -169,6 +169,7 @@ TEST_CASE("api: credentials: missing, wrong, expired, another user's, lacking sc
   CheckProblem(Http("GET", d.Url("/v1/dead-letters"), "", Bearer(kPublisherKey)), 403, "insufficient_scope");
   CheckProblem(Http("POST", d.Url("/v1/events"), Invoice("e-1", "u-1"), Bearer(Token("u-1"))), 403, "insufficient_scope");
   CheckProblem(Http("GET", d.Url("/v1/notifications/n-1/trace"), "", Bearer(Token("u-1"))), 403, "forbidden");
+  CheckProblem(Http("GET", d.Url("/v1/traces?event_id=e-1&user_id=u-1"), "", Bearer(Token("u-1"))), 403, "forbidden");
   // A service key is not a user: user-only routes refuse it.
   CheckProblem(Http("GET", d.Url("/v1/users/u-1/notifications"), "", Bearer(kAdminKey)), 403, "forbidden");
 
@@ -253,8 +254,7 @@ TEST_CASE("api: preferences GET, PUT, PATCH, errors name the field, other proces
   REQUIRE(PostEvent(engine, Invoice("evt-p-2", "u-7")).status == 202);
   nlohmann::json t;
   REQUIRE(WaitFor([&] {
-    t = Http("GET", engine.Url("/v1/notifications/" + NotificationId("evt-p-2", "u-7") + "/trace"), "",
-             Bearer(kPublisherKey)).Json();
+    t = Http("GET", engine.Url("/v1/traces?event_id=evt-p-2&user_id=u-7"), "", Bearer(kPublisherKey)).Json();
     return t.contains("decision");
   }, 10s));
   INFO(t.dump());
@@ -450,6 +450,24 @@ TEST_CASE("api: the trace shows the decision and every delivery attempt") {
   CHECK(t["attempts"][0]["outcome"] == "sent");
   CHECK(t["attempts"][0]["attempt"] == 1);
   CheckProblem(Http("GET", d.Url("/v1/notifications/n-unknown/trace"), "", Bearer(kPublisherKey)), 404, "not_found");
+
+  // A service finds the same trace by what it published: the event id and the user id.
+  auto by_event = Http("GET", d.Url("/v1/traces?event_id=evt-t-1&user_id=u-t"), "", Bearer(kPublisherKey));
+  REQUIRE(by_event.status == 200);
+  CHECK(by_event.Json()["notification_id"] == nid);
+  CHECK(by_event.Json()["attempts"] == t["attempts"]);
+  CheckProblem(Http("GET", d.Url("/v1/traces?event_id=evt-t-1&user_id=u-other"), "", Bearer(kPublisherKey)), 404,
+               "not_found");
+  auto missing = Http("GET", d.Url("/v1/traces?event_id=evt-t-1"), "", Bearer(kPublisherKey));
+  CheckProblem(missing, 400, "invalid_parameter");
+  CHECK(missing.Json()["field"] == "user_id");
+  // Ids may hold any printable character; query encoding carries them.
+  REQUIRE(PostEvent(d, Invoice("evt/t 2?&", "u-t")).status == 202);
+  REQUIRE(WaitFor([&] { return InboxSize(d, "u-t") == 2; }, 10s));
+  auto odd = Http("GET", d.Url("/v1/traces?event_id=evt%2Ft%202%3F%26&user_id=u-t"), "", Bearer(kPublisherKey));
+  INFO(odd.body);
+  REQUIRE(odd.status == 200);
+  CHECK(odd.Json()["event_id"] == "evt/t 2?&");
 }
 
 // Load, bounded: 1,000 streams held open by one client thread (curl multi) while /healthz is timed.

@@ -597,7 +597,7 @@ namespace {
 
 nlohmann::json MailJobJson(const std::string& to, const std::string& user) {
   const std::string id = DeliveryId("evt-mail", user, "email", SystemTime{});
-  return {{"v", 1}, {"delivery_id", id}, {"notification_id", NotificationId("evt-mail", user)},
+  return {{"v", 1}, {"delivery_id", id}, {"notification_id", NotificationId("evt-mail", user, SystemTime{})},
           {"event", {{"id", "evt-mail"}, {"type", "account.welcome"}}}, {"user_id", user}, {"locale", "en"},
           {"channel", "email"}, {"contact", {{"email", to}}},
           {"content", {{"subject", "Welcome"}, {"text", "Hello " + user}, {"html", "<p>Hello</p>"}}},

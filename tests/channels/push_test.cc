@@ -156,7 +156,7 @@ json VapidKeys() {
 DeliveryJob PushJob(json subscriptions, const std::string& user = "u-1") {
   DeliveryJob j;
   j.delivery_id = DeliveryId("evt-push", user, "push", SystemTime{});
-  j.notification_id = NotificationId("evt-push", user);
+  j.notification_id = NotificationId("evt-push", user, SystemTime{});
   j.user_id = user;
   j.channel = "push";
   j.locale = "de";

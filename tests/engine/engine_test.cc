@@ -120,7 +120,7 @@ TEST_CASE("Engine: each recipient gets exactly the jobs the rules choose, render
   CHECK(begun >= ToMillisForTest(test_started));
   CHECK(begun <= ToMillisForTest(SystemClock::Instance().Now()));
   for (const json& j : jobs["in_app"]) CHECK(DeliveryBegunMs(j["delivery_id"]) == begun);
-  CHECK(push["notification_id"] == NotificationId("evt-1", "u-de"));
+  CHECK(IsNotificationOf(push["notification_id"], "evt-1", "u-de"));
   CHECK(push["locale"] == "de");
   CHECK(push["content"]["title"] == "Rechnung bezahlt");
   CHECK(push["content"]["body"] == "12 € erhalten. Danke!");
@@ -135,7 +135,7 @@ TEST_CASE("Engine: each recipient gets exactly the jobs the rules choose, render
 
   // Every recipient's decision is traced.
   TraceRecord trace;
-  REQUIRE(e.store->GetTrace(NotificationId("evt-1", "u-active"), trace).ok());
+  REQUIRE(e.store->GetTraceByEvent("evt-1", "u-active", trace).ok());
   json decision = json::parse(trace.decision_json);
   CHECK(decision["channels"] == json::array({"in_app"}));
   CHECK(decision["active"] == true);
@@ -187,11 +187,11 @@ TEST_CASE("Engine: the hourly push budget counts notifications that went out, an
   CHECK(IsDeliveryOf(all["push"][1]["delivery_id"], "evt-b2", "u-b", "push"));
   CHECK(all["in_app"].size() == 3);
   TraceRecord trace;
-  REQUIRE(e.store->GetTrace(NotificationId("evt-b3", "u-b"), trace).ok());
+  REQUIRE(e.store->GetTraceByEvent("evt-b3", "u-b", trace).ok());
   CHECK(trace.decision_json.find("hourly budget of 2") != std::string::npos);
 }
 
-TEST_CASE("Engine: an event found half done gets the delivery ids of its first processing") {
+TEST_CASE("Engine: an event found half done gets the notification and delivery ids of its first processing") {
   Vhost vhost("engine-half");
   Harness e(vhost, Dir("engine-half"));
   PutPrefs(*e.store, "u-h", {{"contacts", {{"email", "h@example.org"}, {"push", {{{"kind", "fcm"}, {"token", "tok"}}}}}}});
@@ -212,6 +212,14 @@ TEST_CASE("Engine: an event found half done gets the delivery ids of its first p
   REQUIRE(jobs["push"][0]["fallback"].size() == 1);
   CHECK(jobs["push"][0]["fallback"][0]["delivery_id"] == DeliveryId("evt-half", "u-h", "email", first));
   CHECK(jobs["push"][0]["content"]["title"] == "Invoice paid");  // the rest of the job is intact
+  // And the notification id of then, in the jobs and in the trace written with them.
+  const std::string nid = NotificationId("evt-half", "u-h", first);
+  CHECK(jobs["push"][0]["notification_id"] == nid);
+  CHECK(jobs["in_app"][0]["notification_id"] == nid);
+  TraceRecord trace;
+  REQUIRE(e.store->GetTraceByEvent("evt-half", "u-h", trace).ok());
+  CHECK(trace.notification_id == nid);
+  CHECK(e.store->GetTrace(nid, trace).ok());
 }
 
 TEST_CASE("Engine: unknown types and missing required variables are invalid events") {

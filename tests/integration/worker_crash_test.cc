@@ -41,7 +41,7 @@ TEST_CASE("Worker crash: heraldd killed mid-delivery, after restart every webhoo
   for (int i = 0; i < n; ++i) {
     std::string user = "u-" + std::to_string(i);
     json job = {{"v", 1}, {"delivery_id", DeliveryId("evt-wc", user, "webhook", SystemTime{})},
-                {"notification_id", NotificationId("evt-wc", user)},
+                {"notification_id", NotificationId("evt-wc", user, SystemTime{})},
                 {"event", {{"id", "evt-wc"}, {"type", "billing.invoice.paid"}}}, {"user_id", user},
                 {"channel", "webhook"}, {"contact", {{"url", server.Url("deliver")}}}, {"content", json::object()},
                 {"data", {{"amount", "1"}}}, {"attempt", 1}, {"fallback", json::array()}};

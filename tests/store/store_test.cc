@@ -14,6 +14,7 @@
 #include "core/time.h"
 #include "store/group_commit.h"
 #include "store/store.h"
+#include "tests/support/ids.h"
 #include "tests/support/test_env.h"
 
 using namespace herald;
@@ -21,7 +22,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 11;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 12;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -406,6 +407,53 @@ TEST_CASE("Store: traces are written in one go, replaced by id, and read back", 
                                   TraceRecord{"", "evt-2", "t", "u-2", kT0, "{}"}};
   CHECK_THAT(store->PutTraces(bad).message(), Contains("traces[1].notification_id"));
   CHECK(store->GetTrace("evt-2:u-1", out).code() == Status::Code::kNotFound);
+
+  // Found by event and user as well; the latest if two ids name one (an interrupted upgrade).
+  REQUIRE(store->GetTraceByEvent("evt-1", Id(7), out).ok());
+  CHECK(out.notification_id == "evt-1:" + Id(7));
+  CHECK(out.user_id == Id(7));
+  CHECK(store->GetTraceByEvent("evt-1", "u-nobody", out).code() == Status::Code::kNotFound);
+  CHECK(store->GetTraceByEvent("evt-nothing", Id(7), out).code() == Status::Code::kNotFound);
+  TraceRecord renamed = records[7];
+  renamed.notification_id = "n-later";
+  renamed.decision_json = R"({"channels":["in_app"],"rules":[]})";
+  REQUIRE(store->PutTraces({renamed}).ok());
+  REQUIRE(store->GetTraceByEvent("evt-1", Id(7), out).ok());
+  CHECK(out.notification_id == "n-later");
+  CHECK(out.decision_json == renamed.decision_json);
+}
+
+TEST_CASE("Store: a write that finds its event half done renumbers its traces first", "[store]") {
+  TempStore store("renumber");
+  Store::DedupState state;
+  REQUIRE(store->BeginEvent("evt-r", kT0, kT0 + std::chrono::hours(24), state).ok());
+  auto write = [&](SystemTime now) {
+    StoreWrite w;
+    w.begin_event = "evt-r";
+    w.begin_now = now;
+    w.begin_expires_at = now + std::chrono::hours(24);
+    w.traces = {TraceRecord{"n-now", "evt-r", "t", "u-1", now, "{}"}};
+    w.renumber_traces = [](SystemTime first, std::vector<TraceRecord>& traces) {
+      for (TraceRecord& t : traces) t.notification_id = "n-" + std::to_string(test::ToMillisForTest(first));
+    };
+    REQUIRE(store->Write(w).ok());
+    return w;
+  };
+  StoreWrite w = write(kT0 + std::chrono::minutes(5));
+  CHECK(w.begin_state == Store::DedupState::kInProgress);
+  TraceRecord out;
+  CHECK(store->GetTrace("n-" + std::to_string(test::ToMillisForTest(kT0)), out).ok());
+  CHECK(store->GetTrace("n-now", out).code() == Status::Code::kNotFound);
+  // A new event keeps the ids it came with.
+  StoreWrite fresh;
+  fresh.begin_event = "evt-new";
+  fresh.begin_now = kT0;
+  fresh.begin_expires_at = kT0 + std::chrono::hours(24);
+  fresh.traces = {TraceRecord{"n-new", "evt-new", "t", "u-1", kT0, "{}"}};
+  fresh.renumber_traces = [](SystemTime, std::vector<TraceRecord>& traces) { traces.at(0).notification_id = "n-bad"; };
+  REQUIRE(store->Write(fresh).ok());
+  CHECK(fresh.begin_state == Store::DedupState::kNew);
+  CHECK(store->GetTrace("n-new", out).ok());
 }
 
 TEST_CASE("Store: everything survives closing and reopening the store", "[store]") {

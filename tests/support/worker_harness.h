@@ -48,7 +48,7 @@ inline nlohmann::json Job(const std::string& channel, const std::string& user,
                           nlohmann::json fallback = nlohmann::json::array()) {
   const std::string id = DeliveryId("evt-w", user, channel, SystemTime{});
   return {{"v", 1},           {"delivery_id", id},
-          {"notification_id", NotificationId("evt-w", user)},
+          {"notification_id", NotificationId("evt-w", user, SystemTime{})},
           {"event", {{"id", "evt-w"}, {"type", "billing.invoice.paid"}}},
           {"user_id", user},  {"locale", "en"},
           {"channel", channel}, {"contact", {{"url", "https://hooks.example.org/x"}}},

@@ -1,0 +1,49 @@
+#include "core/ids.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <initializer_list>
+
+namespace herald {
+namespace {
+
+// prefix + 11 hex digits of `begun` in ms (enough until the year 2527) + the first 21 hex digits of
+// SHA-256 over the parts, each followed by '\n' (which cannot appear in ids: control characters
+// are refused). 34 characters in all.
+std::string TimedId(const char* prefix, SystemTime begun, std::initializer_list<const std::string*> parts) {
+  std::string input;
+  for (const std::string* p : parts) {
+    input += *p;
+    input += '\n';
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(input.data(), input.size(), md, &len, EVP_sha256(), nullptr);
+  const long long ms = std::max<long long>(
+      0, std::chrono::duration_cast<std::chrono::milliseconds>(begun.time_since_epoch()).count());
+  char time_hex[16];
+  std::snprintf(time_hex, sizeof time_hex, "%011llx", static_cast<unsigned long long>(ms) & 0xfffffffffffULL);
+  static const char* hex = "0123456789abcdef";
+  std::string out = prefix;
+  out += time_hex;
+  for (int i = 0; i < 11; ++i) {
+    out += hex[md[i] >> 4];
+    if (i < 10) out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string NotificationId(const std::string& event_id, const std::string& user, SystemTime begun) {
+  return TimedId("n-", begun, {&event_id, &user});
+}
+
+std::string DeliveryId(const std::string& event_id, const std::string& user, const std::string& channel,
+                       SystemTime begun) {
+  return TimedId("d-", begun, {&event_id, &user, &channel});
+}
+
+}  // namespace herald
