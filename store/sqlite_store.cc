@@ -17,6 +17,7 @@
 #include "core/thread_name.h"
 #include "engine/event.h"
 #include "store/store.h"
+#include "store/wal_vfs.h"
 
 namespace herald {
 namespace {
@@ -1281,8 +1282,9 @@ Status OpenStore(const std::string& url, std::unique_ptr<Store>& out, const std:
   if (path.empty()) return Status::Invalid("store.url: no file path after sqlite://");
   if (Status s = MakeParents(path); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
   sqlite3* db = nullptr;
+  // The writing connection gathers each transaction's WAL frames into one write (store/wal_vfs.h).
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+                           WalBufferVfs());
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);

@@ -1,0 +1,168 @@
+// The WAL-gathering VFS (store/wal_vfs.h): what a commit promised is in the file when it returns,
+// other connections read it at once, and a commit that cannot be written fails cleanly.
+#include <catch2/catch.hpp>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "store/wal_vfs.h"
+#include "tests/support/test_env.h"
+
+using namespace herald;
+using namespace herald::test;
+
+namespace {
+
+sqlite3* Open(const std::string& path, const char* vfs) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  return db;
+}
+
+long long Count(sqlite3* db, const char* sql) {
+  sqlite3_stmt* q = nullptr;
+  long long n = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &q, nullptr) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+    n = sqlite3_column_int64(q, 0);
+  }
+  sqlite3_finalize(q);
+  return n;
+}
+
+std::string Text(sqlite3* db, const char* sql) {
+  sqlite3_stmt* q = nullptr;
+  std::string out = "(error)";
+  if (sqlite3_prepare_v2(db, sql, -1, &q, nullptr) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+    out = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+  }
+  sqlite3_finalize(q);
+  return out;
+}
+
+// In a forked child: no Catch macros, a plain result.
+bool Exec(sqlite3* db, const std::string& sql) { return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK; }
+
+// Transaction i inserts i % 7 + 1 rows; every 50th also a 5 MiB row (more than the VFS gathers).
+long long RowsAfter(int i) {
+  long long n = 0;
+  for (int k = 1; k <= i; ++k) n += k % 7 + 1 + (k % 50 == 0 ? 1 : 0);
+  return n;
+}
+
+std::string Transaction(int i) {
+  std::string sql = "BEGIN;";
+  for (int r = 0; r < i % 7 + 1; ++r) sql += "INSERT INTO t (tx, data) VALUES (" + std::to_string(i) + ", randomblob(3000));";
+  if (i % 50 == 0) sql += "INSERT INTO t (tx, data) VALUES (" + std::to_string(i) + ", randomblob(5 * 1024 * 1024));";
+  return sql + "COMMIT;";
+}
+
+}  // namespace
+
+TEST_CASE("WAL VFS: a commit is in the file when it returns, read at once by others, kept after a kill", "[store]") {
+  REQUIRE(WalBufferVfs() != nullptr);
+  TempDir dir("walvfs");
+  const std::string path = dir.path + "/t.db";
+  {
+    sqlite3* db = Open(path, nullptr);
+    REQUIRE(Exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, tx INTEGER, data BLOB)"));
+    sqlite3_close(db);
+  }
+  int report[2];
+  REQUIRE(pipe(report) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(report[0]);
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
+    sqlite3_busy_timeout(db, 5000);
+    // No checkpoints: every committed page stays in the WAL, where this VFS writes.
+    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")) _exit(3);
+    for (int i = 1; i <= 1000; ++i) {
+      if (!Exec(db, Transaction(i))) {
+        std::fprintf(stderr, "transaction %d: %s\n", i, sqlite3_errmsg(db));
+        _exit(4);
+      }
+      if (write(report[1], &i, sizeof i) != sizeof i) _exit(5);
+    }
+    _exit(0);  // not reached: killed first
+  }
+  close(report[1]);
+  sqlite3* reader = Open(path, nullptr);  // the default VFS, as another process would
+  int last = 0, got = 0;
+  while (last < 150 && read(report[0], &got, sizeof got) == sizeof got) {
+    last = got;
+    // Commit `last` returned in the child: this connection sees at least its rows, whole.
+    const long long rows = Count(reader, "SELECT count(*) FROM t");
+    INFO("after commit " << last);
+    REQUIRE(rows >= RowsAfter(last));
+  }
+  kill(child, SIGKILL);  // mid-transaction, most likely: nothing is closed or flushed
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(report[0]);
+  REQUIRE(last == 150);
+  sqlite3_close(reader);
+
+  sqlite3* after = Open(path, nullptr);
+  CHECK(Text(after, "PRAGMA integrity_check") == "ok");
+  const long long rows = Count(after, "SELECT count(*) FROM t");
+  CHECK(rows >= RowsAfter(last));
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE length(data) NOT IN (3000, 5242880)") == 0);
+  // Whole transactions only: every transaction present has all its rows.
+  CHECK(Count(after, "SELECT count(*) FROM (SELECT tx, count(*) AS n FROM t GROUP BY tx "
+                     "HAVING n != tx % 7 + 1 + (tx % 50 = 0))") == 0);
+  sqlite3_close(after);
+}
+
+TEST_CASE("WAL VFS: a commit that cannot be written fails, and what was committed stays", "[store]") {
+  REQUIRE(WalBufferVfs() != nullptr);
+  TempDir dir("walvfs-full");
+  const std::string path = dir.path + "/t.db";
+  {
+    sqlite3* db = Open(path, nullptr);
+    REQUIRE(Exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, tx INTEGER, data BLOB)"));
+    sqlite3_close(db);
+  }
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Files may not grow past a limit (as a full disk would refuse): the write fails with EFBIG.
+    signal(SIGXFSZ, SIG_IGN);
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
+    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")) _exit(3);
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (1, randomblob(3000))")) _exit(4);
+    rlimit old{};
+    getrlimit(RLIMIT_FSIZE, &old);
+    rlimit small = old;
+    small.rlim_cur = 1 << 20;
+    if (setrlimit(RLIMIT_FSIZE, &small) != 0) _exit(5);
+    // About 2 MiB of pages: more than the file may now hold. It must fail, as a whole.
+    if (Exec(db, "BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 700) "
+                 "INSERT INTO t (tx, data) SELECT 2, randomblob(3000) FROM s; COMMIT")) {
+      _exit(6);
+    }
+    Exec(db, "ROLLBACK");
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0) _exit(7);
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (3, randomblob(3000))")) _exit(8);
+    _exit(0);  // without closing
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+
+  sqlite3* after = Open(path, nullptr);
+  CHECK(Text(after, "PRAGMA integrity_check") == "ok");
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 1") == 1);
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 2") == 0);
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 3") == 1);
+  sqlite3_close(after);
+}
