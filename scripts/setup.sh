@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries
   librabbitmq-dev libcurl4-openssl-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev
   libfmt-dev catch2 libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libmstch-dev libboost-dev
-  libhowardhinnant-date-dev tzdata
+  libhowardhinnant-date-dev tzdata libgoogle-perftools-dev
   # broker and tools the tests drive
   rabbitmq-server amqp-tools python3-pika curl procps webhook python3-aiosmtpd openssl
 )
