@@ -3,10 +3,11 @@
 // Callers hand a StoreWrite (everything one delivery or one event needs written together) with a
 // callback and go on with their next job. One writer thread takes every write waiting at that
 // moment (up to `max_batch`) and applies them through `apply` in one transaction, then calls each
-// write's callback with its own result. Under light load a batch is one write and costs what a
-// direct write costs plus one thread hand-off; under load batches grow by themselves, and the
-// fixed cost of a commit (locks, WAL frame headers, the pages every write touches) is paid once
-// for all of them.
+// write's callback with its own result. Under load batches grow by themselves, and the fixed cost
+// of a commit (locks, WAL frames, the pages every write touches) is paid once for all of them.
+// When the writer was idle it waits `linger` for more before it begins: a write then waits that
+// much longer, and at a moderate rate the writes of several events share a transaction (and a
+// wake-up) instead of each paying for its own. Submitters wake the writer only when it is idle.
 //
 // Callbacks run on the writer thread, one after another: they must be short (ack a message, wake
 // a stream) and must not wait for another write of this GroupCommit (Write() from a callback
@@ -15,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -32,7 +34,9 @@ class GroupCommit {
   using Apply = std::function<void(std::vector<StoreWrite*>&)>;
   using Done = std::function<void(StoreWrite&)>;
 
-  GroupCommit(Apply apply, size_t max_batch);
+  // `linger`: when a write arrives while the writer is idle, how long the writer waits for
+  // others before it begins the transaction (0: at once).
+  GroupCommit(Apply apply, size_t max_batch, std::chrono::microseconds linger = std::chrono::microseconds(0));
   ~GroupCommit();  // Drain()
   GroupCommit(const GroupCommit&) = delete;
   GroupCommit& operator=(const GroupCommit&) = delete;
@@ -59,11 +63,13 @@ class GroupCommit {
 
   const Apply apply_;
   const size_t max_batch_;
+  const std::chrono::microseconds linger_;
   mutable std::mutex mu_;
   std::condition_variable cv_;       // work arrived, or stop
   std::deque<Item> queue_;
   bool started_ = false;
   bool stopping_ = false;
+  bool idle_ = false;  // the writer waits for work: a Submit must wake it
   size_t writes_ = 0, batches_ = 0;
   std::thread thread_;
   std::atomic<std::thread::id> writer_id_{};

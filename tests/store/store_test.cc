@@ -1131,6 +1131,35 @@ TEST_CASE("Group commit: writes waiting together are applied in one transaction 
   CHECK(group.WritesApplied() == 51);
 }
 
+TEST_CASE("Group commit: an idle writer lingers for more writes, so writes close together share a transaction",
+          "[store]") {
+  std::mutex mu;
+  std::vector<size_t> batches;
+  auto apply = [&](std::vector<StoreWrite*>& writes) {
+    std::lock_guard lock(mu);
+    batches.push_back(writes.size());
+    for (StoreWrite* w : writes) w->status = Status::Ok();
+  };
+  // One write, a pause shorter than the linger, 19 more: one transaction. Without the linger the
+  // first is applied alone during the pause.
+  auto run = [&](std::chrono::microseconds linger) {
+    {
+      std::lock_guard lock(mu);
+      batches.clear();
+    }
+    GroupCommit group(apply, 64, linger);
+    std::atomic<int> done{0};
+    group.Submit(StoreWrite{}, [&](StoreWrite&) { ++done; });
+    std::this_thread::sleep_for(50ms);
+    for (int i = 0; i < 19; ++i) group.Submit(StoreWrite{}, [&](StoreWrite&) { ++done; });
+    REQUIRE(herald::test::WaitFor([&] { return done == 20; }, 5s));
+    std::lock_guard lock(mu);
+    return batches;
+  };
+  CHECK(run(std::chrono::milliseconds(1000)) == std::vector<size_t>{20});
+  CHECK(run(std::chrono::microseconds(0)).front() == 1);
+}
+
 TEST_CASE("Group commit: after Drain nothing is lost and later writes are applied on the caller's thread", "[store]") {
   std::atomic<int> applied{0};
   std::thread::id applied_on;

@@ -45,6 +45,14 @@ std::string Text(sqlite3* db, const char* sql) {
   return out;
 }
 
+// A database in WAL mode with table t, made through the default VFS.
+void CreateTable(const std::string& path) {
+  sqlite3* db = Open(path, nullptr);
+  REQUIRE(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, tx INTEGER, data BLOB)",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+}
+
 // In a forked child: no Catch macros, a plain result.
 bool Exec(sqlite3* db, const std::string& sql) { return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK; }
 
@@ -68,11 +76,7 @@ TEST_CASE("WAL VFS: a commit is in the file when it returns, read at once by oth
   REQUIRE(WalBufferVfs() != nullptr);
   TempDir dir("walvfs");
   const std::string path = dir.path + "/t.db";
-  {
-    sqlite3* db = Open(path, nullptr);
-    REQUIRE(Exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, tx INTEGER, data BLOB)"));
-    sqlite3_close(db);
-  }
+  CreateTable(path);
   int report[2];
   REQUIRE(pipe(report) == 0);
   pid_t child = fork();
@@ -125,11 +129,7 @@ TEST_CASE("WAL VFS: a commit that cannot be written fails, and what was committe
   REQUIRE(WalBufferVfs() != nullptr);
   TempDir dir("walvfs-full");
   const std::string path = dir.path + "/t.db";
-  {
-    sqlite3* db = Open(path, nullptr);
-    REQUIRE(Exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, tx INTEGER, data BLOB)"));
-    sqlite3_close(db);
-  }
+  CreateTable(path);
   pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
