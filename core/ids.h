@@ -15,7 +15,7 @@ namespace herald {
 
 // "n-" + 11 hex digits of `begun` (ms) + 21 of SHA-256(event id, user): one inbox entry and one
 // trace per event and user. A service finds a trace by event id and user id without it
-// (GET /v1/events/{id}/users/{user}/trace).
+// (GET /v1/traces?event_id=&user_id=).
 std::string NotificationId(const std::string& event_id, const std::string& user, SystemTime begun);
 
 // "d-" + 11 hex digits of `begun` (ms) + 21 of SHA-256(event id, user, channel): one delivery per

@@ -284,7 +284,7 @@ Status NotificationEngine::ProcessBatch(const Event& event, const std::vector<st
   StoreWrite w;
   if (begin) {
     SetBegin(event, begun, w);
-    w.renumber_traces = RenumberTraces;  // an event found half done: the traces' first ids
+    w.renumber_traces = RenumberTraces;  // ids from the start the store records (an event found half done: its first)
   }
   w.traces = std::move(batch->traces);
   publisher_.WaitForRoom(PublishLimit());

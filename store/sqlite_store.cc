@@ -73,7 +73,7 @@ const char* const kMigrations[] = {
     " delivery_id TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,"
     " error TEXT NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS delivery_attempts_notification ON delivery_attempts (notification_id, id)",
-    // 12: traces by event and user (GET /v1/events/{id}/users/{user}/trace): notification ids carry
+    // 12: traces by event and user (GET /v1/traces?event_id=&user_id=): notification ids carry
     // when the event's processing began (core/ids.h), so a service cannot compute them. IF NOT
     // EXISTS as in 10.
     "CREATE INDEX IF NOT EXISTS traces_event_user ON traces (event_id, user_id)"
@@ -1002,7 +1002,9 @@ class SqliteStore final : public Store {
   Status WriteParts(StoreWrite& w) {
     if (!w.begin_event.empty()) {
       if (Status s = WriteBegin(w); !s.ok() || w.begin_state == DedupState::kDone) return s;
-      if (w.begin_state == DedupState::kInProgress && w.renumber_traces) w.renumber_traces(w.begin_first_seen, w.traces);
+      // Also for a new event (the same ids then): a group retried write by write must not keep ids
+      // an earlier attempt of the group gave.
+      if (w.renumber_traces) w.renumber_traces(w.begin_first_seen, w.traces);
     }
     for (const TraceRecord& r : w.traces) {
       Use q(stmts_[kPutTrace]);

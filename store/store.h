@@ -99,7 +99,7 @@ struct StoreWrite {
   SystemTime begin_now, begin_expires_at;
   DedupState begin_state = DedupState::kNew;
   SystemTime begin_first_seen;  // out: when the event was first begun (begin_now if it is new), to the ms
-  // Called when begin_state comes back kInProgress (begun before, at begin_first_seen), before the
+  // Called with begin_first_seen once the begin is written (kNew or kInProgress), before the
   // traces are written: ids derived from the start time (core/ids.h) take the first one's.
   std::function<void(SystemTime begin_first_seen, std::vector<TraceRecord>& traces)> renumber_traces;
   std::vector<TraceRecord> traces;         // as PutTraces

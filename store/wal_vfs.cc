@@ -24,6 +24,9 @@ struct WalFile {
   sqlite3_file* real;
   std::vector<char> gathered;
   sqlite3_int64 gathered_at = 0;  // file offset of gathered[0]
+  // Where the next appended frame goes: the end of the last write in sequence. A write before it
+  // rewrites what is there (a page overwritten in place, checksums rewritten after a commit).
+  sqlite3_int64 append_at = 0;
   bool commit_page_next = false;  // the commit frame's header was the last write
 };
 
@@ -61,21 +64,36 @@ int Read(sqlite3_file* f, void* p, int amt, sqlite3_int64 off) {
 int Write(sqlite3_file* f, const void* p, int amt, sqlite3_int64 off) {
   WalFile* w = Wal(f);
   const auto* bytes = static_cast<const char*>(p);
-  const bool commit_page = w->commit_page_next;  // Flush clears it
+  const bool commit_page = w->commit_page_next;
+  w->commit_page_next = false;
   if (!w->gathered.empty() && off != w->gathered_at + static_cast<sqlite3_int64>(w->gathered.size())) {
     if (int rc = Flush(w); rc != SQLITE_OK) return rc;
   }
+  if (off == 0) w->append_at = 0;  // the WAL header: the log starts again from the beginning
+  if (off < w->append_at || off == 0) {
+    // Rewriting frames (or the header) already in place: straight to the file, after anything
+    // gathered, so it is there when SQLite goes on (the last write of a commit can be one).
+    if (int rc = Flush(w); rc != SQLITE_OK) return rc;
+    int rc = w->real->pMethods->xWrite(w->real, p, amt, off);
+    if (off == 0 && rc == SQLITE_OK) w->append_at = amt;
+    return rc;
+  }
   if (w->gathered.empty()) w->gathered_at = off;
   w->gathered.insert(w->gathered.end(), bytes, bytes + amt);
-  if (commit_page || w->gathered.size() >= kMaxGathered) return Flush(w);
+  w->append_at = off + amt;
   // Bytes 4-7 of a frame header: the database size in pages after a commit, 0 in other frames.
-  if (amt == kFrameHeaderBytes && (bytes[4] | bytes[5] | bytes[6] | bytes[7]) != 0) w->commit_page_next = true;
+  const bool commit_header = amt == kFrameHeaderBytes && (bytes[4] | bytes[5] | bytes[6] | bytes[7]) != 0;
+  if (commit_page || w->gathered.size() >= kMaxGathered) {
+    if (int rc = Flush(w); rc != SQLITE_OK) return rc;
+  }
+  w->commit_page_next = commit_header;
   return SQLITE_OK;
 }
 
 int Truncate(sqlite3_file* f, sqlite3_int64 size) {
   WalFile* w = Wal(f);
   if (int rc = Flush(w); rc != SQLITE_OK) return rc;
+  w->append_at = std::min(w->append_at, size);
   return w->real->pMethods->xTruncate(w->real, size);
 }
 

@@ -3,11 +3,12 @@
 // SQLite appends a WAL frame as two writes (the 24-byte frame header, then the page), each a
 // pwrite(2); a group transaction of a few hundred pages made a few hundred system calls on the
 // store's writer thread. This VFS wraps the default one and, for WAL files only, gathers
-// contiguous writes in memory and hands them to the file in writes of up to 120 KiB (about 30
-// pages; the unix VFS takes no more per call) when the transaction's
-// commit frame has been written (its header carries the database size, which no other frame
-// does), before anything else reads, syncs, truncates or closes the file, or when 4 MiB are
-// gathered. Everything else, and every other file, goes straight through.
+// appended frames in memory and hands them to the file in writes of up to 120 KiB (about 30
+// pages; the unix VFS takes no more per call) when the transaction's commit frame has been
+// written (its header carries the database size, which no other frame does), before anything
+// else reads, syncs, truncates or closes the file, or when 4 MiB are gathered. Writes that do not
+// append (the WAL header, a page overwritten in place, checksums rewritten after a commit), every
+// other operation and every other file go straight through.
 //
 // Nothing that was durable before is less durable now. A commit returns only after its frames
 // were written (an error writing them fails the commit, as before), and readers see frames only

@@ -423,7 +423,7 @@ TEST_CASE("Store: traces are written in one go, replaced by id, and read back", 
   CHECK(out.decision_json == renamed.decision_json);
 }
 
-TEST_CASE("Store: a write that finds its event half done renumbers its traces first", "[store]") {
+TEST_CASE("Store: a write renumbers its traces from the event's first start, before writing them", "[store]") {
   TempStore store("renumber");
   Store::DedupState state;
   REQUIRE(store->BeginEvent("evt-r", kT0, kT0 + std::chrono::hours(24), state).ok());
@@ -444,16 +444,18 @@ TEST_CASE("Store: a write that finds its event half done renumbers its traces fi
   TraceRecord out;
   CHECK(store->GetTrace("n-" + std::to_string(test::ToMillisForTest(kT0)), out).ok());
   CHECK(store->GetTrace("n-now", out).code() == Status::Code::kNotFound);
-  // A new event keeps the ids it came with.
+  // A new event's ids come from its own start time.
   StoreWrite fresh;
   fresh.begin_event = "evt-new";
   fresh.begin_now = kT0;
   fresh.begin_expires_at = kT0 + std::chrono::hours(24);
   fresh.traces = {TraceRecord{"n-new", "evt-new", "t", "u-1", kT0, "{}"}};
-  fresh.renumber_traces = [](SystemTime, std::vector<TraceRecord>& traces) { traces.at(0).notification_id = "n-bad"; };
+  fresh.renumber_traces = [](SystemTime first, std::vector<TraceRecord>& traces) {
+    traces.at(0).notification_id = "n-new-" + std::to_string(test::ToMillisForTest(first));
+  };
   REQUIRE(store->Write(fresh).ok());
   CHECK(fresh.begin_state == Store::DedupState::kNew);
-  CHECK(store->GetTrace("n-new", out).ok());
+  CHECK(store->GetTrace("n-new-" + std::to_string(test::ToMillisForTest(kT0)), out).ok());
 }
 
 TEST_CASE("Store: everything survives closing and reopening the store", "[store]") {

@@ -166,3 +166,49 @@ TEST_CASE("WAL VFS: a commit that cannot be written fails, and what was committe
   CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 3") == 1);
   sqlite3_close(after);
 }
+
+TEST_CASE("WAL VFS: a transaction that rewrites pages it spilled is whole in the file when its commit returns",
+          "[store]") {
+  // With a tiny page cache the transaction spills pages to the WAL before its commit, then changes
+  // them again: SQLite overwrites those frames in place and, after the commit frame, rewrites the
+  // frame headers' checksums (the last of them the commit frame's). All of that must be in the
+  // file when the commit returns, or recovery after a kill drops the transaction.
+  REQUIRE(WalBufferVfs() != nullptr);
+  TempDir dir("walvfs-rewrite");
+  const std::string path = dir.path + "/t.db";
+  CreateTable(path);
+  int report[2];
+  REQUIRE(pipe(report) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(report[0]);
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
+    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=10")) _exit(3);
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (0, randomblob(100))")) _exit(4);
+    if (!Exec(db, "BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 400) "
+                  "INSERT INTO t (tx, data) SELECT 1, zeroblob(1000) FROM s; "
+                  "UPDATE t SET tx = 2, data = randomblob(1000) WHERE tx = 1; COMMIT")) {
+      _exit(5);
+    }
+    int done = 1;
+    if (write(report[1], &done, sizeof done) != sizeof done) _exit(6);
+    pause();  // no further write: whatever is still gathered stays in memory until the kill
+    _exit(0);
+  }
+  close(report[1]);
+  int done = 0;
+  const bool committed = read(report[0], &done, sizeof done) == sizeof done;
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(report[0]);
+  REQUIRE(committed);
+
+  sqlite3* after = Open(path, nullptr);
+  CHECK(Text(after, "PRAGMA integrity_check") == "ok");
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 2") == 400);
+  CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 1") == 0);
+  sqlite3_close(after);
+}
