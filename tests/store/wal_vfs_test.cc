@@ -53,6 +53,18 @@ void CreateTable(const std::string& path) {
   sqlite3_close(db);
 }
 
+// In a forked child (no Catch macros there): the database through this VFS, synchronous=NORMAL,
+// no automatic checkpoints (committed pages stay in the WAL, where this VFS writes) and `more`
+// pragmas; exits with 2 or 3 if that fails.
+sqlite3* ChildOpen(const std::string& path, const std::string& more = "") {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
+  sqlite3_busy_timeout(db, 5000);
+  const std::string pragmas = "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;" + more;
+  if (sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) _exit(3);
+  return db;
+}
+
 // In a forked child: no Catch macros, a plain result.
 bool Exec(sqlite3* db, const std::string& sql) { return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK; }
 
@@ -83,11 +95,7 @@ TEST_CASE("WAL VFS: a commit is in the file when it returns, read at once by oth
   REQUIRE(child >= 0);
   if (child == 0) {
     close(report[0]);
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
-    sqlite3_busy_timeout(db, 5000);
-    // No checkpoints: every committed page stays in the WAL, where this VFS writes.
-    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")) _exit(3);
+    sqlite3* db = ChildOpen(path);
     for (int i = 1; i <= 1000; ++i) {
       if (!Exec(db, Transaction(i))) {
         std::fprintf(stderr, "transaction %d: %s\n", i, sqlite3_errmsg(db));
@@ -135,9 +143,7 @@ TEST_CASE("WAL VFS: a commit that cannot be written fails, and what was committe
   if (child == 0) {
     // Files may not grow past a limit (as a full disk would refuse): the write fails with EFBIG.
     signal(SIGXFSZ, SIG_IGN);
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
-    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")) _exit(3);
+    sqlite3* db = ChildOpen(path);
     if (!Exec(db, "INSERT INTO t (tx, data) VALUES (1, randomblob(3000))")) _exit(4);
     rlimit old{};
     getrlimit(RLIMIT_FSIZE, &old);
@@ -183,9 +189,7 @@ TEST_CASE("WAL VFS: a transaction that rewrites pages it spilled is whole in the
   REQUIRE(child >= 0);
   if (child == 0) {
     close(report[0]);
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, WalBufferVfs()) != SQLITE_OK) _exit(2);
-    if (!Exec(db, "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=10")) _exit(3);
+    sqlite3* db = ChildOpen(path, "PRAGMA cache_size=10");
     if (!Exec(db, "INSERT INTO t (tx, data) VALUES (0, randomblob(100))")) _exit(4);
     if (!Exec(db, "BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 400) "
                   "INSERT INTO t (tx, data) SELECT 1, zeroblob(1000) FROM s; "
