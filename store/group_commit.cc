@@ -26,7 +26,6 @@ GroupCommit::GroupCommit(Apply apply, size_t max_batch, std::chrono::microsecond
 
 GroupCommit::~GroupCommit() { Drain(); }
 
-
 void GroupCommit::Submit(StoreWrite write, Done done) {
   {
     std::lock_guard lock(mu_);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <new>
 #include <vector>
 
@@ -69,11 +68,10 @@ int Write(sqlite3_file* f, const void* p, int amt, sqlite3_int64 off) {
   if (!w->gathered.empty() && off != w->gathered_at + static_cast<sqlite3_int64>(w->gathered.size())) {
     if (int rc = Flush(w); rc != SQLITE_OK) return rc;
   }
-  if (off == 0) w->append_at = 0;  // the WAL header: the log starts again from the beginning
-  if (off < w->append_at || off == 0) {
-    // Rewriting frames (or the header) already in place: straight to the file, after anything
-    // gathered, so it is there when SQLite goes on (the last write of a commit can be one).
-    if (int rc = Flush(w); rc != SQLITE_OK) return rc;
+  if (off == 0 || off < w->append_at) {
+    // The WAL header (the log starts again from the beginning) or frames rewritten in place:
+    // straight to the file, so it is there when SQLite goes on (the last write of a commit can be
+    // one). Such a write never continues the gathered run, so that was flushed above.
     int rc = w->real->pMethods->xWrite(w->real, p, amt, off);
     if (off == 0 && rc == SQLITE_OK) w->append_at = amt;
     return rc;

@@ -427,33 +427,26 @@ TEST_CASE("Store: a write renumbers its traces from the event's first start, bef
   TempStore store("renumber");
   Store::DedupState state;
   REQUIRE(store->BeginEvent("evt-r", kT0, kT0 + std::chrono::hours(24), state).ok());
-  auto write = [&](SystemTime now) {
+  // A write of `event` begun at `now` with one trace `id`, renumbered to `prefix` + the start in ms.
+  auto write = [&](const std::string& event, SystemTime now, const std::string& id, const std::string& prefix) {
     StoreWrite w;
-    w.begin_event = "evt-r";
+    w.begin_event = event;
     w.begin_now = now;
     w.begin_expires_at = now + std::chrono::hours(24);
-    w.traces = {TraceRecord{"n-now", "evt-r", "t", "u-1", now, "{}"}};
-    w.renumber_traces = [](SystemTime first, std::vector<TraceRecord>& traces) {
-      for (TraceRecord& t : traces) t.notification_id = "n-" + std::to_string(test::ToMillisForTest(first));
+    w.traces = {TraceRecord{id, event, "t", "u-1", now, "{}"}};
+    w.renumber_traces = [prefix](SystemTime first, std::vector<TraceRecord>& traces) {
+      for (TraceRecord& t : traces) t.notification_id = prefix + std::to_string(test::ToMillisForTest(first));
     };
     REQUIRE(store->Write(w).ok());
     return w;
   };
-  StoreWrite w = write(kT0 + std::chrono::minutes(5));
+  StoreWrite w = write("evt-r", kT0 + std::chrono::minutes(5), "n-now", "n-");
   CHECK(w.begin_state == Store::DedupState::kInProgress);
   TraceRecord out;
   CHECK(store->GetTrace("n-" + std::to_string(test::ToMillisForTest(kT0)), out).ok());
   CHECK(store->GetTrace("n-now", out).code() == Status::Code::kNotFound);
   // A new event's ids come from its own start time.
-  StoreWrite fresh;
-  fresh.begin_event = "evt-new";
-  fresh.begin_now = kT0;
-  fresh.begin_expires_at = kT0 + std::chrono::hours(24);
-  fresh.traces = {TraceRecord{"n-new", "evt-new", "t", "u-1", kT0, "{}"}};
-  fresh.renumber_traces = [](SystemTime first, std::vector<TraceRecord>& traces) {
-    traces.at(0).notification_id = "n-new-" + std::to_string(test::ToMillisForTest(first));
-  };
-  REQUIRE(store->Write(fresh).ok());
+  StoreWrite fresh = write("evt-new", kT0, "n-new", "n-new-");
   CHECK(fresh.begin_state == Store::DedupState::kNew);
   CHECK(store->GetTrace("n-new-" + std::to_string(test::ToMillisForTest(kT0)), out).ok());
 }

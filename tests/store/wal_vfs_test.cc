@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "store/wal_vfs.h"
@@ -82,47 +83,75 @@ std::string Transaction(int i) {
   return sql + "COMMIT;";
 }
 
+// A database (table t, WAL mode) in a fresh directory and a forked child that writes to it:
+// `body(report)` runs in the child (no Catch macros there) with the write end of a pipe whose read
+// end is `report` here; it gets the database's path and the child exits with what it returns.
+struct WriterChild {
+  TempDir dir;
+  std::string path;
+  pid_t pid = -1;
+  int report = -1;
+
+  WriterChild(const std::string& hint, const std::function<int(const std::string& path, int report)>& body) : dir(hint), path(dir.path + "/t.db") {
+    REQUIRE(WalBufferVfs() != nullptr);
+    CreateTable(path);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      _exit(body(path, fds[1]));
+    }
+    close(fds[1]);
+    report = fds[0];
+  }
+  ~WriterChild() {
+    if (pid > 0) Kill();
+    close(report);
+  }
+  // Waits for the child to end; its wait status.
+  int Wait() {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return status;
+  }
+  // SIGKILL: nothing is closed or flushed.
+  void Kill() {
+    kill(pid, SIGKILL);
+    Wait();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("WAL VFS: a commit is in the file when it returns, read at once by others, kept after a kill", "[store]") {
-  REQUIRE(WalBufferVfs() != nullptr);
-  TempDir dir("walvfs");
-  const std::string path = dir.path + "/t.db";
-  CreateTable(path);
-  int report[2];
-  REQUIRE(pipe(report) == 0);
-  pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    close(report[0]);
+  WriterChild child("walvfs", [](const std::string& path, int report) {
     sqlite3* db = ChildOpen(path);
     for (int i = 1; i <= 1000; ++i) {
       if (!Exec(db, Transaction(i))) {
         std::fprintf(stderr, "transaction %d: %s\n", i, sqlite3_errmsg(db));
-        _exit(4);
+        return 4;
       }
-      if (write(report[1], &i, sizeof i) != sizeof i) _exit(5);
+      if (write(report, &i, sizeof i) != sizeof i) return 5;
     }
-    _exit(0);  // not reached: killed first
-  }
-  close(report[1]);
-  sqlite3* reader = Open(path, nullptr);  // the default VFS, as another process would
+    return 0;  // not reached: killed first
+  });
+  sqlite3* reader = Open(child.path, nullptr);  // the default VFS, as another process would
   int last = 0, got = 0;
-  while (last < 150 && read(report[0], &got, sizeof got) == sizeof got) {
+  while (last < 150 && read(child.report, &got, sizeof got) == sizeof got) {
     last = got;
     // Commit `last` returned in the child: this connection sees at least its rows, whole.
     const long long rows = Count(reader, "SELECT count(*) FROM t");
     INFO("after commit " << last);
     REQUIRE(rows >= RowsAfter(last));
   }
-  kill(child, SIGKILL);  // mid-transaction, most likely: nothing is closed or flushed
-  int status = 0;
-  waitpid(child, &status, 0);
-  close(report[0]);
+  child.Kill();  // mid-transaction, most likely
   REQUIRE(last == 150);
   sqlite3_close(reader);
 
-  sqlite3* after = Open(path, nullptr);
+  sqlite3* after = Open(child.path, nullptr);
   CHECK(Text(after, "PRAGMA integrity_check") == "ok");
   const long long rows = Count(after, "SELECT count(*) FROM t");
   CHECK(rows >= RowsAfter(last));
@@ -134,38 +163,31 @@ TEST_CASE("WAL VFS: a commit is in the file when it returns, read at once by oth
 }
 
 TEST_CASE("WAL VFS: a commit that cannot be written fails, and what was committed stays", "[store]") {
-  REQUIRE(WalBufferVfs() != nullptr);
-  TempDir dir("walvfs-full");
-  const std::string path = dir.path + "/t.db";
-  CreateTable(path);
-  pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  WriterChild child("walvfs-full", [](const std::string& path, int) {
     // Files may not grow past a limit (as a full disk would refuse): the write fails with EFBIG.
     signal(SIGXFSZ, SIG_IGN);
     sqlite3* db = ChildOpen(path);
-    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (1, randomblob(3000))")) _exit(4);
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (1, randomblob(3000))")) return 4;
     rlimit old{};
     getrlimit(RLIMIT_FSIZE, &old);
     rlimit small = old;
     small.rlim_cur = 1 << 20;
-    if (setrlimit(RLIMIT_FSIZE, &small) != 0) _exit(5);
+    if (setrlimit(RLIMIT_FSIZE, &small) != 0) return 5;
     // About 2 MiB of pages: more than the file may now hold. It must fail, as a whole.
     if (Exec(db, "BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 700) "
                  "INSERT INTO t (tx, data) SELECT 2, randomblob(3000) FROM s; COMMIT")) {
-      _exit(6);
+      return 6;
     }
     Exec(db, "ROLLBACK");
-    if (setrlimit(RLIMIT_FSIZE, &old) != 0) _exit(7);
-    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (3, randomblob(3000))")) _exit(8);
-    _exit(0);  // without closing
-  }
-  int status = 0;
-  REQUIRE(waitpid(child, &status, 0) == child);
+    if (setrlimit(RLIMIT_FSIZE, &old) != 0) return 7;
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (3, randomblob(3000))")) return 8;
+    return 0;  // without closing
+  });
+  const int status = child.Wait();
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 
-  sqlite3* after = Open(path, nullptr);
+  sqlite3* after = Open(child.path, nullptr);
   CHECK(Text(after, "PRAGMA integrity_check") == "ok");
   CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 1") == 1);
   CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 2") == 0);
@@ -179,38 +201,25 @@ TEST_CASE("WAL VFS: a transaction that rewrites pages it spilled is whole in the
   // them again: SQLite overwrites those frames in place and, after the commit frame, rewrites the
   // frame headers' checksums (the last of them the commit frame's). All of that must be in the
   // file when the commit returns, or recovery after a kill drops the transaction.
-  REQUIRE(WalBufferVfs() != nullptr);
-  TempDir dir("walvfs-rewrite");
-  const std::string path = dir.path + "/t.db";
-  CreateTable(path);
-  int report[2];
-  REQUIRE(pipe(report) == 0);
-  pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    close(report[0]);
+  WriterChild child("walvfs-rewrite", [](const std::string& path, int report) {
     sqlite3* db = ChildOpen(path, "PRAGMA cache_size=10");
-    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (0, randomblob(100))")) _exit(4);
+    if (!Exec(db, "INSERT INTO t (tx, data) VALUES (0, randomblob(100))")) return 4;
     if (!Exec(db, "BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 400) "
                   "INSERT INTO t (tx, data) SELECT 1, zeroblob(1000) FROM s; "
                   "UPDATE t SET tx = 2, data = randomblob(1000) WHERE tx = 1; COMMIT")) {
-      _exit(5);
+      return 5;
     }
     int done = 1;
-    if (write(report[1], &done, sizeof done) != sizeof done) _exit(6);
+    if (write(report, &done, sizeof done) != sizeof done) return 6;
     pause();  // no further write: whatever is still gathered stays in memory until the kill
-    _exit(0);
-  }
-  close(report[1]);
+    return 0;
+  });
   int done = 0;
-  const bool committed = read(report[0], &done, sizeof done) == sizeof done;
-  kill(child, SIGKILL);
-  int status = 0;
-  waitpid(child, &status, 0);
-  close(report[0]);
+  const bool committed = read(child.report, &done, sizeof done) == sizeof done;
+  child.Kill();
   REQUIRE(committed);
 
-  sqlite3* after = Open(path, nullptr);
+  sqlite3* after = Open(child.path, nullptr);
   CHECK(Text(after, "PRAGMA integrity_check") == "ok");
   CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 2") == 400);
   CHECK(Count(after, "SELECT count(*) FROM t WHERE tx = 1") == 0);
