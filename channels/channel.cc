@@ -29,13 +29,17 @@ Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
   str("locale", job.locale);
   job.attempt = j.value("attempt", 1LL);
   if (job.attempt < 1) job.attempt = 1;
-  job.event = j.value("event", nlohmann::json::object());
-  job.contact = j.value("contact", nlohmann::json::object());
-  job.content = j.value("content", nlohmann::json::object());
-  job.data = j.value("data", nlohmann::json::object());
-  job.fallback = j.value("fallback", nlohmann::json::array());
+  // Moved out of the document, not copied: the document itself is not kept.
+  auto take = [&](const char* key, nlohmann::json& dst, nlohmann::json fallback) {
+    auto it = j.find(key);
+    dst = it == j.end() ? std::move(fallback) : std::move(*it);
+  };
+  take("event", job.event, nlohmann::json::object());
+  take("contact", job.contact, nlohmann::json::object());
+  take("content", job.content, nlohmann::json::object());
+  take("data", job.data, nlohmann::json::object());
+  take("fallback", job.fallback, nlohmann::json::array());
   if (!job.fallback.is_array()) job.fallback = nlohmann::json::array();
-  job.raw = std::move(j);
   out = std::move(job);
   return Status::Ok();
 }

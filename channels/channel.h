@@ -20,6 +20,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -46,7 +47,6 @@ struct DeliveryJob {
   nlohmann::json content;   // rendered template fields
   nlohmann::json data;      // the event's vars
   nlohmann::json fallback;  // array of {channel, delivery_id, locale, contact, content}
-  nlohmann::json raw;       // the whole document as received
 
   // Parses a job body; Invalid names what is missing.
   static Status Parse(const std::string& body, DeliveryJob& out);
@@ -78,6 +78,15 @@ class Channel {
 
   // Delivers one job (see the contract above).
   virtual SendResult Send(const DeliveryJob& job) = 0;
+
+  // A channel that keeps many sends in flight on a thread of its own (webhook: one libcurl multi
+  // handle) says so here and implements SendAsync(): it starts the send without blocking and
+  // calls `done` exactly once with the result, on its own thread, or at once on the caller's
+  // when nothing was sent. `job` stays valid until then; `done` must not block for long. The
+  // worker then takes jobs on its consumer's thread instead of a thread per send in flight.
+  using SendDone = std::function<void(SendResult)>;
+  virtual bool SendsAsync() const { return false; }
+  virtual void SendAsync(const DeliveryJob& job, SendDone done) { done(Send(job)); }
 
   // A channel whose delivery is itself a store write (in-app) says so here and fills the write in
   // PrepareWrite() instead of being sent: the worker applies it in one transaction with the

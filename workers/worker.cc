@@ -35,6 +35,13 @@ HistogramFamily& DeliveryLatency() {
   return f;
 }
 
+// The job's whole document, to derive a retry or fallback from (an object; empty if the body is
+// not one). Parsed again: DeliveryJob keeps only its parts, and these paths are the rare ones.
+nlohmann::json JobDocument(const broker::Delivery& d) {
+  auto doc = nlohmann::json::parse(d.message.body, nullptr, false);
+  return doc.is_object() ? doc : nlohmann::json::object();
+}
+
 }  // namespace
 
 Millis RetryDelay(const std::vector<Millis>& tiers, long long failed_attempt, std::optional<Millis> retry_after) {
@@ -58,6 +65,7 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
       publisher_(publisher),
       clock_(clock),
       channel_config_(config.channels.at(channel_)),
+      async_(impl_.SendsAsync()),
       bucket_(static_cast<double>(channel_config_.rate),
               static_cast<double>(channel_config_.burst ? channel_config_.burst
                                                         : std::max(1LL, channel_config_.rate / 10))) {
@@ -69,8 +77,9 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
   ProviderSeconds();
   DeliveryLatency();
   // A channel that only writes to the store, unthrottled, is served on the consumer's thread: a
-  // hand-off to the pool would cost more than the job.
-  const bool inline_jobs = impl_.DeliversByWrite() && channel_config_.rate == 0;
+  // hand-off to the pool would cost more than the job. So is an asynchronous one: its sends
+  // start there and finish on the channel's thread.
+  const bool inline_jobs = (impl_.DeliversByWrite() && channel_config_.rate == 0) || async_;
   consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this, inline_jobs](broker::Delivery&& d) {
     if (inline_jobs) return Process(d);
     {
@@ -84,7 +93,11 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
 ChannelWorker::~ChannelWorker() { Stop(Millis(0)); }
 
 void ChannelWorker::Start() {
-  for (long long i = 0; i < channel_config_.concurrency; ++i) pool_.emplace_back([this] { Work(); });
+  if (!async_) {
+    for (long long i = 0; i < channel_config_.concurrency; ++i) pool_.emplace_back([this] { Work(); });
+  } else if (channel_config_.rate > 0) {
+    pool_.emplace_back([this] { Pace(); });
+  }
   consumer_->Start();
 }
 
@@ -96,13 +109,15 @@ void ChannelWorker::Stop(Millis grace) {
     // What was not started by now went back to the queue with the consumer's connection:
     // sending it here would only make a repeat.
     queue_.clear();
+    waiting_.clear();
   }
   cv_.notify_all();
   for (std::thread& t : pool_) t.join();
   pool_.clear();
-  // Their callbacks use this worker: wait for the records still being written.
+  // Their callbacks use this worker: wait for the sends still in flight (each ends by the
+  // channel's timeout) and the records still being written.
   std::unique_lock lock(mu_);
-  recorded_cv_.wait(lock, [&] { return recording_ == 0; });
+  recorded_cv_.wait(lock, [&] { return recording_ == 0 && in_flight_ == 0 && !launching_; });
 }
 
 void ChannelWorker::Work() {
@@ -140,9 +155,8 @@ void ChannelWorker::Process(broker::Delivery& d) {
     Deliveries().With({channel_, "skipped"}).Inc();
     return consumer_->Ack({d.tag, d.generation});
   }
-  auto waited = bucket_.Acquire();
-  if (waited.count() > 0) RateWait().With({channel_}).Inc(std::chrono::duration<double>(waited).count());
-
+  if (async_) return Launch(std::make_shared<Held>(Held{std::move(d), std::move(job)}), /*finished=*/false);
+  WaitForToken();
   if (impl_.DeliversByWrite()) {
     StoreWrite w;
     impl_.PrepareWrite(job, w);
@@ -151,7 +165,80 @@ void ChannelWorker::Process(broker::Delivery& d) {
   }
   auto started = std::chrono::steady_clock::now();
   SendResult r = impl_.Send(job);
-  const auto took = std::chrono::steady_clock::now() - started;
+  Sent(d, job, r, std::chrono::steady_clock::now() - started);
+}
+
+void ChannelWorker::WaitForToken() {
+  auto waited = bucket_.Acquire();
+  if (waited.count() > 0) RateWait().With({channel_}).Inc(std::chrono::duration<double>(waited).count());
+}
+
+void ChannelWorker::Launch(std::shared_ptr<Held> job, bool finished) {
+  std::unique_lock lock(mu_);
+  if (finished) --in_flight_;
+  if (job) waiting_.push_back(std::move(job));
+  if (channel_config_.rate > 0) {
+    cv_.notify_one();  // the pacing thread starts it when a token is due
+    recorded_cv_.notify_all();  // (under the lock: Stop() cannot return before it is released)
+    return;
+  }
+  if (launching_) return;  // that thread takes it
+  launching_ = true;
+  for (;;) {
+    if (stopping_ || waiting_.empty() || in_flight_ >= channel_config_.concurrency) {
+      launching_ = false;
+      // Under the lock: Stop() cannot return (and free this worker) before it is released.
+      recorded_cv_.notify_all();
+      return;
+    }
+    std::shared_ptr<Held> next = std::move(waiting_.front());
+    waiting_.pop_front();
+    ++in_flight_;
+    lock.unlock();
+    // (A channel that sends nothing calls back at once, on this thread: its Launch returns at
+    // once, leaving the next job to this loop.)
+    StartSend(std::move(next));
+    lock.lock();
+  }
+}
+
+void ChannelWorker::Pace() {
+  SetThreadName("w:" + channel_);
+  for (;;) {
+    std::shared_ptr<Held> next;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || (!waiting_.empty() && in_flight_ < channel_config_.concurrency); });
+      if (stopping_) return;
+      next = std::move(waiting_.front());
+      waiting_.pop_front();
+      ++in_flight_;
+    }
+    WaitForToken();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        // Its job went back to the queue with the consumer's connection.
+        --in_flight_;
+        recorded_cv_.notify_all();
+        return;
+      }
+    }
+    StartSend(std::move(next));
+  }
+}
+
+void ChannelWorker::StartSend(std::shared_ptr<Held> job) {
+  const auto started = std::chrono::steady_clock::now();
+  const DeliveryJob& j = job->job;
+  impl_.SendAsync(j, [this, job = std::move(job), started](SendResult r) {
+    Sent(job->d, job->job, r, std::chrono::steady_clock::now() - started);
+    Launch(nullptr, /*finished=*/true);
+  });
+}
+
+void ChannelWorker::Sent(broker::Delivery& d, DeliveryJob& job, const SendResult& r,
+                         std::chrono::steady_clock::duration took) {
   ProviderSeconds().With({channel_}).Observe(std::chrono::duration<double>(took).count());
   const long long took_ms = std::chrono::duration_cast<Millis>(took).count();
   if (r.kind == SendResult::Kind::kInvalidContact || !r.invalid_contacts.empty()) RemoveContact(job, r);
@@ -189,26 +276,42 @@ void ChannelWorker::Record(broker::Delivery& d, DeliveryJob& job, StoreWrite wri
     std::lock_guard lock(mu_);
     ++recording_;
   }
-  // std::function needs a copyable callable: the job and its message travel behind a pointer.
-  auto held = std::make_shared<std::pair<broker::Delivery, DeliveryJob>>(std::move(d), std::move(job));
+  // The callback runs on the store's writer thread, which every write waits for: it gets what it
+  // needs, not the job's parsed JSON (freeing that there was a measurable part of the writer's
+  // time). std::function needs a copyable callable, hence the pointer.
+  struct Recorded {
+    broker::DeliveryRef ref;
+    std::string delivery_id;
+    std::optional<SystemTime> event_time;
+    broker::Delivery message;  // by-write channels: what a failed write is retried from
+  };
+  auto held = std::make_shared<Recorded>();
+  held->ref = {d.tag, d.generation};
+  held->delivery_id = job.delivery_id;
+  held->event_time = ParseRfc3339(job.event.value("time", ""));
+  if (by_write) held->message = std::move(d);
   store_.Submit(std::move(write), [this, held, by_write](StoreWrite& w) {
-    broker::Delivery& d = held->first;
-    DeliveryJob& job = held->second;
     if (!w.status.ok() && by_write) {
-      // Nothing was delivered: the write was the delivery.
-      Failed(d, job, SendResult::Retryable(channel_ + " write failed: " + w.status.message()), 0);
+      // Nothing was delivered: the write was the delivery. (The job parsed before, so it does again.)
+      broker::Delivery& d = held->message;
+      DeliveryJob job;
+      if (Status s = DeliveryJob::Parse(d.message.body, job); !s.ok()) {
+        GiveUp(d, job, "invalid_job", s.message());
+      } else {
+        Failed(d, job, SendResult::Retryable(channel_ + " write failed: " + w.status.message()), 0);
+      }
     } else {
       if (!w.status.ok()) {
         spdlog::error("worker {}: {} sent but not recorded ({}); a redelivery would send it again", channel_,
-                      job.delivery_id, w.status.message());
+                      held->delivery_id, w.status.message());
       }
       if (by_write) impl_.Written(w);
       Deliveries().With({channel_, "sent"}).Inc();
-      if (auto event_time = ParseRfc3339(job.event.value("time", ""))) {
+      if (held->event_time) {
         DeliveryLatency().With({channel_}).Observe(
-            std::max(0.0, std::chrono::duration<double>(clock_.Now() - *event_time).count()));
+            std::max(0.0, std::chrono::duration<double>(clock_.Now() - *held->event_time).count()));
       }
-      consumer_->Ack({d.tag, d.generation});
+      consumer_->Ack(held->ref);
     }
     std::lock_guard lock(mu_);
     if (--recording_ == 0) recorded_cv_.notify_all();
@@ -243,7 +346,7 @@ Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome,
 
 void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r) {
   Millis delay = RetryDelay(config_.retry.tiers, job.attempt, r.retry_after);
-  nlohmann::json next = job.raw;
+  nlohmann::json next = JobDocument(d);
   next["attempt"] = job.attempt + 1;
   if (!next.contains("first_failed_at")) next["first_failed_at"] = FormatRfc3339(clock_.Now());
   next["last_error"] = r.error;
@@ -267,12 +370,13 @@ void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::str
   broker::DeliveryRef ref{d.tag, d.generation};
   const bool has_fallback = job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object();
   RecordAttempt(job, has_fallback ? "fallback" : "dead", reason + ": " + error, took_ms);
-  const std::string first_failed = job.raw.is_object() && job.raw.contains("first_failed_at")
-                                       ? job.raw["first_failed_at"].get<std::string>()
+  nlohmann::json doc = JobDocument(d);
+  const std::string first_failed = doc.contains("first_failed_at") && doc["first_failed_at"].is_string()
+                                       ? doc["first_failed_at"].get<std::string>()
                                        : FormatRfc3339(clock_.Now());
   if (has_fallback) {
     const nlohmann::json& f = job.fallback[0];
-    nlohmann::json next = job.raw;
+    nlohmann::json next = std::move(doc);
     next["channel"] = f.value("channel", "");
     next["delivery_id"] = f.value("delivery_id", "");
     next["locale"] = f.value("locale", job.locale);

@@ -1,6 +1,8 @@
 // ChannelWorker: delivers the jobs of one channel queue (herald.deliver.<channel>).
 //
-// For each job, on a pool of `channels.<name>.concurrency` threads:
+// For each job, with up to `channels.<name>.concurrency` sends in flight (a pool of that many
+// threads; a channel that sends asynchronously needs none: its jobs are started on the
+// consumer's thread, or by one pacing thread when rate-limited, and finish on the channel's):
 //   already sent (delivery id recorded)   -> acked, nothing sent (at-least-once made exactly-once)
 //   wait for a token of the channel's bucket (the provider's rate is never exceeded)
 //   Send():  ok                            -> recorded as sent (group commit: the thread goes on
@@ -49,6 +51,20 @@ class ChannelWorker {
  private:
   void Work();
   void Process(broker::Delivery& d);
+  // The job, once sent (or refused without a request): recorded, retried, handed on.
+  void Sent(broker::Delivery& d, DeliveryJob& job, const SendResult& r, std::chrono::steady_clock::duration took);
+  // Asynchronous channels: queues `job` (if any; `finished`: a send ended) and starts queued jobs
+  // while fewer than `concurrency` are in flight.
+  struct Held {
+    broker::Delivery d;
+    DeliveryJob job;
+  };
+  void Launch(std::shared_ptr<Held> job, bool finished);
+  // Rate-limited asynchronous channels: the thread that starts queued jobs as tokens come due.
+  void Pace();
+  void StartSend(std::shared_ptr<Held> job);
+  // Takes a token of the channel's bucket, waiting for it if need be.
+  void WaitForToken();
   void Settle(const broker::DeliveryRef& ref, const Status& s);
   // Submits the "sent" record (with the channel's own write, `by_write`) and acks the job once
   // it is applied; a failed write of a by-write channel is a retryable failure.
@@ -74,6 +90,7 @@ class ChannelWorker {
   broker::Publisher& publisher_;
   const Clock& clock_;
   const ChannelConfig& channel_config_;
+  const bool async_;  // impl_.SendsAsync()
   TokenBucket bucket_;
   std::unique_ptr<broker::Consumer> consumer_;
 
@@ -83,6 +100,11 @@ class ChannelWorker {
   bool stopping_ = false;
   size_t recording_ = 0;  // jobs whose record is submitted and not yet applied
   std::condition_variable recorded_cv_;
+  // Asynchronous channels: jobs waiting for a send slot, sends started and not yet finished, and
+  // whether a thread is starting jobs (the others leave it to that one).
+  std::deque<std::shared_ptr<Held>> waiting_;
+  long long in_flight_ = 0;
+  bool launching_ = false;
   std::vector<std::thread> pool_;
 };
 

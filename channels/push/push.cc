@@ -14,7 +14,7 @@
 
 #include "channels/curl_support.h"
 #include "channels/public_address.h"
-#include "channels/push/http_multi.h"
+#include "channels/http_multi.h"
 #include "channels/push/push_crypto.h"
 #include "core/utf8.h"
 
@@ -379,8 +379,8 @@ struct PushChannel::Impl {
   const Clock& clock;
   // User-chosen endpoints and configured servers never share a connection: a subscription naming
   // the FCM host of a private deployment must not ride on its unguarded connection.
-  HttpMulti endpoints{"herald-push-web"};
-  HttpMulti providers{"herald-push-api"};
+  HttpMulti endpoints{"herald-push-web", "the push channel"};
+  HttpMulti providers{"herald-push-api", "the push channel"};
 
   // Web Push
   EvpKey vapid_key;

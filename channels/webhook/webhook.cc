@@ -1,25 +1,13 @@
 #include "channels/webhook/webhook.h"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
-#include <condition_variable>
-#include <cstring>
 #include <memory>
-#include <mutex>
-#include <system_error>
-#include <thread>
-#include <vector>
 
-#include "channels/curl_slist.h"
 #include "channels/curl_support.h"
 #include "core/json_writer.h"
 #include "core/utf8.h"
@@ -28,63 +16,11 @@ namespace herald {
 namespace {
 
 using nlohmann::json;
-using Steady = std::chrono::steady_clock;
 
 constexpr const char* kPrivateKey = "channels.webhook.allow_private_targets";
 
 // Compact JSON of a value; invalid UTF-8 becomes U+FFFD instead of an exception.
 std::string Compact(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// ---------------------------------------------------------------------------------------------
-// Addresses
-
-// getaddrinfo has no timeout of its own, and Send must not block longer than its budget: it
-// runs on a helper thread that finishes in the background if we stop waiting for it.
-struct Resolution {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  int rc = 0;
-  std::vector<Address> addresses;
-};
-
-Status Resolve(const std::string& host, Millis budget, std::vector<Address>& out) {
-  auto state = std::make_shared<Resolution>();
-  try {
-    std::thread([state, host] {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      addrinfo* list = nullptr;
-      int rc = getaddrinfo(host.c_str(), nullptr, &hints, &list);
-      std::vector<Address> found;
-      for (addrinfo* ai = list; rc == 0 && ai; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-        Address a;
-        std::memcpy(&a.storage, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof a.storage));
-        a.text = AddressText(a.sa());
-        bool seen = std::any_of(found.begin(), found.end(), [&](const Address& b) { return b.text == a.text; });
-        if (!seen) found.push_back(std::move(a));
-      }
-      if (list) freeaddrinfo(list);
-      std::lock_guard lock(state->mu);
-      state->rc = rc;
-      state->addresses = std::move(found);
-      state->done = true;
-      state->cv.notify_all();
-    }).detach();
-  } catch (const std::system_error& e) {
-    return Status::Unavailable("cannot resolve " + host + ": no thread for name resolution (" + e.what() + ")");
-  }
-  std::unique_lock lock(state->mu);
-  if (!state->cv.wait_for(lock, budget, [&] { return state->done; })) {
-    return Status::Timeout("resolving " + host + " timed out after " + FormatDuration(budget));
-  }
-  if (state->rc != 0) return Status::Unavailable("cannot resolve " + host + ": " + gai_strerror(state->rc));
-  if (state->addresses.empty()) return Status::Unavailable("cannot resolve " + host + ": no IPv4 or IPv6 address");
-  out = std::move(state->addresses);
-  return Status::Ok();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Target URL
@@ -166,14 +102,6 @@ std::string Refusal(const std::string& host, const Address& a, const char* why) 
          " address; private targets are not allowed unless " + kPrivateKey + " is true";
 }
 
-// One easy handle per thread (see ThreadCurl); in production there is one webhook channel per
-// process.
-struct WebhookThread {
-  ThreadCurl handle;
-  std::string pinned;  // "host:port" this handle pinned last; the next request removes it
-};
-thread_local WebhookThread t_handle;
-
 }  // namespace
 
 // -----------------------------------------------------------------------------------------------
@@ -223,149 +151,97 @@ std::string HmacSha256Hex(std::string_view key, std::string_view data) {
 }
 
 WebhookChannel::WebhookChannel(WebhookConfig config)
-    : config_(std::move(config)), usable_(ValidateWebhookConfig(config_)), id_(NextCurlOwner()) {
+    : config_(std::move(config)), usable_(ValidateWebhookConfig(config_)), multi_("w:webhook", "the webhook channel") {
   if (Status s = CurlGlobalInit(); usable_.ok() && !s.ok()) usable_ = s;
 }
 
 SendResult WebhookChannel::Send(const DeliveryJob& job) {
-  const Steady::time_point start = Steady::now();
-  const Steady::time_point deadline = start + config_.timeout;
+  HttpRequest request;
+  std::string host;
+  if (std::optional<SendResult> early = Prepare(job, request, host)) return *early;
+  return Outcome(host, multi_.Perform(std::move(request)));
+}
+
+void WebhookChannel::SendAsync(const DeliveryJob& job, SendDone done) {
+  HttpRequest request;
+  std::string host;
+  if (std::optional<SendResult> early = Prepare(job, request, host)) return done(std::move(*early));
+  multi_.Start(std::move(request), [this, host = std::move(host), done = std::move(done)](HttpResponse& r) {
+    done(Outcome(host, r));
+  });
+}
+
+std::optional<SendResult> WebhookChannel::Prepare(const DeliveryJob& job, HttpRequest& q, std::string& host) const {
   if (!usable_.ok()) return UnusableChannel("webhook", usable_);
 
   Target target;
   if (std::string problem = ParseTarget(job.contact, target); !problem.empty()) {
     return SendResult::Permanent(problem);
   }
-
-  // The SSRF guard: every address must be public, and curl may only connect to those addresses.
-  std::string pin_key = target.host + ":" + target.port;
-  std::string pin;  // CURLOPT_RESOLVE entry "host:port:addr,addr"
-  if (!config_.allow_private_targets) {
-    if (target.literal) {
-      if (const char* why = NonPublicAddressReason(target.literal->sa())) {
-        return SendResult::Permanent(Refusal(target.host, *target.literal, why));
-      }
-    } else {
-      std::vector<Address> addresses;
-      Millis budget = std::min(config_.connect_timeout, config_.timeout);
-      if (Status s = Resolve(target.host, budget, addresses); !s.ok()) {
-        // DNS trouble is usually passing, and attempts are bounded: retry.
-        return SendResult::Retryable(s.message());
-      }
-      for (const Address& a : addresses) {
-        if (const char* why = NonPublicAddressReason(a.sa())) {
-          return SendResult::Permanent(Refusal(target.host, a, why));
-        }
-      }
-      pin = pin_key + ":";
-      for (size_t i = 0; i < addresses.size(); ++i) {
-        const Address& a = addresses[i];
-        if (i) pin += ',';
-        pin += a.storage.ss_family == AF_INET6 ? "[" + a.text + "]" : a.text;
-      }
+  // The SSRF guard: a numeric host is checked here; every address a name leads to is checked as
+  // libcurl opens the socket (HttpRequest::public_only).
+  if (!config_.allow_private_targets && target.literal) {
+    if (const char* why = NonPublicAddressReason(target.literal->sa())) {
+      return SendResult::Permanent(Refusal(target.host, *target.literal, why));
     }
   }
 
-  const std::string body = WebhookBody(job);
-  const std::string signature = HmacSha256Hex(config_.secret, body);
+  q.body = WebhookBody(job);
+  const std::string signature = HmacSha256Hex(config_.secret, q.body);
   if (signature.empty()) return SendResult::Retryable("webhook channel: HMAC-SHA256 signing failed (OpenSSL)");
-
-  std::string event_type;
+  const std::string delivery = HeaderValue(job.delivery_id);
+  q.headers = {"Content-Type: application/json", "X-Herald-Signature: sha256=" + signature,
+               "Idempotency-Key: " + delivery, "X-Herald-Delivery: " + delivery};
+  // (An empty "Name:" line would tell curl to remove the header, so none without a type.)
   if (job.event.is_object()) {
     auto t = job.event.find("type");
-    if (t != job.event.end() && t->is_string()) event_type = HeaderValue(t->get_ref<const std::string&>());
+    if (t != job.event.end() && t->is_string()) {
+      if (std::string type = HeaderValue(t->get_ref<const std::string&>()); !type.empty()) {
+        q.headers.push_back("X-Herald-Event-Type: " + type);
+      }
+    }
   }
-  const std::string delivery = HeaderValue(job.delivery_id);
+  q.url = std::move(target.url);
+  q.timeout = config_.timeout;
+  q.connect_timeout = config_.connect_timeout;
+  q.public_only = !config_.allow_private_targets;
+  q.user_agent = config_.user_agent;
+  q.max_body = kErrorBodyBytes + 1;  // one byte past the limit tells ProviderText the body was cut
+  host = std::move(target.host);
+  return std::nullopt;
+}
 
-  CurlSlist headers;
-  CurlSlist resolve;
-  bool lists_ok = Append(headers, "Content-Type: application/json") &&
-                  Append(headers, "X-Herald-Signature: sha256=" + signature) &&
-                  Append(headers, "Idempotency-Key: " + delivery) && Append(headers, "X-Herald-Delivery: " + delivery) &&
-                  // curl would wait up to a second for "100 Continue" before sending larger bodies.
-                  Append(headers, "Expect:");
-  // (An empty "Name:" line would tell curl to remove the header, so none without a type.)
-  if (lists_ok && !event_type.empty()) lists_ok = Append(headers, "X-Herald-Event-Type: " + event_type);
-  // Drop the previous request's pin so the handle's DNS cache holds one pinned entry at most.
-  if (lists_ok && !t_handle.pinned.empty() && t_handle.pinned != pin_key) lists_ok = Append(resolve, "-" + t_handle.pinned);
-  if (lists_ok && !pin.empty()) lists_ok = Append(resolve, pin);
-  if (!lists_ok) return SendResult::Retryable("webhook channel: out of memory building the request");
-
-  auto remaining = std::chrono::ceil<Millis>(deadline - Steady::now());
-  if (remaining <= Millis::zero()) {
-    return SendResult::Retryable("timed out before connecting (channels.webhook.timeout " +
-                                 FormatDuration(config_.timeout) + ")");
-  }
-  auto connect_budget = std::min(remaining, config_.connect_timeout - std::chrono::ceil<Millis>(Steady::now() - start));
-  connect_budget = std::max(connect_budget, Millis(1));
-
-  bool fresh = false;
-  CURL* curl = ThreadHandle(t_handle.handle, id_, &fresh);
-  if (fresh) t_handle.pinned.clear();
-  if (!curl) return SendResult::Retryable("webhook channel: cannot create a curl handle");
-
-  char errbuf[CURL_ERROR_SIZE] = "";
-  std::string snippet;
-  SocketGuard guard;
-  guard.enforce = !config_.allow_private_targets;
-
-  curl_easy_setopt(curl, CURLOPT_URL, target.url.c_str());
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // several threads; signals would hit any of them
-  // The address checks are about the target itself: a proxy from the environment would bypass them.
-  curl_easy_setopt(curl, CURLOPT_PROXY, "");
-  // A redirect could lead anywhere, private addresses included; receivers must register the final URL.
-  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(curl, CURLOPT_POST, 1L);
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, config_.user_agent.c_str());
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(remaining.count()));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_budget.count()));
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, KeepSnippet);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &snippet);
-  curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
-  curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &guard);
-  if (resolve) curl_easy_setopt(curl, CURLOPT_RESOLVE, resolve.get());
-
-  CURLcode rc = curl_easy_perform(curl);
-  t_handle.pinned = pin.empty() ? "" : pin_key;
-  long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  std::optional<std::string> retry_after_header = ResponseHeader(curl, "Retry-After");
-  std::optional<std::string> location = ResponseHeader(curl, "Location");
-  // Nothing may point at this call's stack or lists once it returns.
-  curl_easy_reset(curl);
-
-  if (!guard.refused.empty()) {
+SendResult WebhookChannel::Outcome(const std::string& host, const HttpResponse& r) const {
+  if (!r.refused.empty()) {
     Address a;
-    a.text = guard.refused;
-    return SendResult::Permanent(Refusal(target.host, a, guard.why));
+    a.text = r.refused;
+    return SendResult::Permanent(Refusal(host, a, r.refused_why ? r.refused_why : "non-public"));
   }
   // The status line is the provider's answer; a failure while reading the rest does not change it.
-  if (rc != CURLE_OK && status == 0) {
-    std::string what = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
+  if (r.rc != CURLE_OK && r.status == 0) {
+    if (r.rc == CURLE_OPERATION_TIMEDOUT) {
       return SendResult::Retryable("timeout (channels.webhook.timeout " + FormatDuration(config_.timeout) +
-                                   ", connect_timeout " + FormatDuration(config_.connect_timeout) + "): " + what);
+                                   ", connect_timeout " + FormatDuration(config_.connect_timeout) + "): " + r.error);
     }
-    if (PermanentHttpError(rc)) return SendResult::Permanent(what);
-    return SendResult::Retryable(what);
+    if (PermanentHttpError(r.rc)) return SendResult::Permanent(r.error);
+    return SendResult::Retryable(r.error);
   }
 
+  const long status = r.status;
   std::string error = "HTTP " + std::to_string(status);
-  if (std::string text = ProviderText(snippet, kErrorBodyBytes); !text.empty()) error += ": " + text;
+  if (std::string text = ProviderText(r.body, kErrorBodyBytes); !text.empty()) error += ": " + text;
   if (status >= 200 && status <= 299) return SendResult::Ok();
   if (status >= 300 && status <= 399) {
-    std::string to = location ? " (Location: " + ProviderText(*location, kErrorBodyBytes) + ")" : "";
+    const std::string location = r.Header("location");
+    std::string to = location.empty() ? "" : " (Location: " + ProviderText(location, kErrorBodyBytes) + ")";
     return SendResult::Permanent("HTTP " + std::to_string(status) +
                                  ": redirects are not followed; register the final URL" + to);
   }
   if (status == 408 || status == 429 || (status >= 500 && status <= 599)) {
     std::optional<Millis> after;
-    if (retry_after_header) after = ParseRetryAfter(*retry_after_header, std::chrono::system_clock::now());
+    if (const std::string value = r.Header("retry-after"); !value.empty()) {
+      after = ParseRetryAfter(value, std::chrono::system_clock::now());
+    }
     return SendResult::Retryable(error, after);
   }
   // The receiver says the endpoint is gone for good (channel.h: removed from the preferences).

@@ -14,17 +14,21 @@
 // other 4xx permanent.
 //
 // Users choose the URL, so it must not become a way into Herald's own network (SSRF): unless
-// allow_private_targets, every address the host resolves to must be public, and the connection
-// is pinned to the addresses that were checked.
+// allow_private_targets, a numeric host must be public, and every address libcurl tries to
+// connect to is checked as its socket is opened (a name that resolves, or later re-resolves, to a
+// private address gets no connection there).
+//
+// Sends run on one libcurl multi handle and its thread ("w:webhook"): many in flight at once
+// without a thread each (SendAsync), connections kept alive and, over TLS, HTTP/2 multiplexed.
 #pragma once
 
-#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "channels/channel.h"
 #include "channels/curl_support.h"    // ParseRetryAfter
+#include "channels/http_multi.h"
 #include "channels/public_address.h"  // NonPublicAddressReason, IsPublicAddress
 #include "core/status.h"
 #include "core/time.h"
@@ -46,13 +50,19 @@ class WebhookChannel final : public Channel {
  public:
   explicit WebhookChannel(WebhookConfig config);
 
-  // Thread-safe: each thread uses its own curl handle, kept for connection reuse.
+  // Thread-safe. Send() is SendAsync() and a wait.
   SendResult Send(const DeliveryJob& job) override;
+  bool SendsAsync() const override { return true; }
+  void SendAsync(const DeliveryJob& job, SendDone done) override;
 
  private:
+  // The request for `job` (and its host, for errors), or the result when it cannot be sent.
+  std::optional<SendResult> Prepare(const DeliveryJob& job, HttpRequest& request, std::string& host) const;
+  SendResult Outcome(const std::string& host, const HttpResponse& response) const;
+
   WebhookConfig config_;
-  Status usable_;      // ValidateWebhookConfig and curl's global initialisation
-  std::uint64_t id_;   // tells a thread's curl handle which channel configured it
+  Status usable_;    // ValidateWebhookConfig and curl's global initialisation
+  HttpMulti multi_;  // last: stopped (failing what still runs) while the rest is intact
 };
 
 // The building blocks, public so tests can check them without a network.

@@ -6,12 +6,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -489,4 +493,121 @@ TEST_CASE("Webhook: concurrent sends from several threads all arrive signed") {
       CHECK(dir.Body(id) == WebhookBody(Job(server.Url("verify"), id)));
     }
   }
+}
+
+namespace {
+
+// Results of SendAsync calls, as the callbacks deliver them.
+struct AsyncResults {
+  std::mutex mu;
+  std::map<std::string, std::vector<SendResult>> by_id;  // every callback for a delivery id
+  std::set<std::thread::id> threads;                      // the threads they came on
+  Channel::SendDone For(const std::string& id) {
+    return [this, id](SendResult r) {
+      std::lock_guard lock(mu);
+      by_id[id].push_back(std::move(r));
+      threads.insert(std::this_thread::get_id());
+    };
+  }
+  size_t Count() {
+    std::lock_guard lock(mu);
+    size_t n = 0;
+    for (const auto& [id, results] : by_id) n += results.size();
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Webhook: asynchronous sends from one thread run at once, each answered once on the channel's thread") {
+  RecordDir dir;
+  WebhookServer server(Hooks(dir.path));
+  WebhookConfig c = LocalConfig();
+  c.timeout = 1s;
+  WebhookChannel ch(c);
+  AsyncResults results;
+  constexpr int kJobs = 25, kSlow = 6;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<DeliveryJob> jobs;  // SendAsync wants them alive until answered
+  for (int i = 0; i < kJobs; ++i) jobs.push_back(Job(server.Url("verify"), "d-async-" + std::to_string(i)));
+  for (int i = 0; i < kSlow; ++i) jobs.push_back(Job(server.Url("slow"), "d-slow-" + std::to_string(i)));
+  for (const DeliveryJob& j : jobs) ch.SendAsync(j, results.For(j.delivery_id));
+  REQUIRE(test::WaitFor([&] { return results.Count() == jobs.size(); }, 10s));
+  // Six responses that each take longer than the 1 s timeout, in about 1 s: they ran together.
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took < 2500ms);
+  std::lock_guard lock(results.mu);
+  for (const DeliveryJob& j : jobs) {
+    INFO(j.delivery_id);
+    REQUIRE(results.by_id[j.delivery_id].size() == 1);
+    const SendResult& r = results.by_id[j.delivery_id][0];
+    if (j.delivery_id.rfind("d-slow-", 0) == 0) {
+      CHECK(r.kind == SendResult::Kind::kRetryable);
+      CHECK_THAT(r.error, Contains("timeout"));
+    } else {
+      INFO(r.error);
+      CHECK(r.ok());
+    }
+  }
+  CHECK(results.threads.size() == 1);
+  CHECK(results.threads.count(std::this_thread::get_id()) == 0);
+  REQUIRE(test::WaitFor([&] { return dir.Count() == kJobs; }, 10s));
+  for (int i = 0; i < kJobs; ++i) CHECK(dir.Body(jobs[i].delivery_id) == WebhookBody(jobs[i]));
+}
+
+TEST_CASE("Webhook: a channel stopped with sends in flight answers each one, retryable") {
+  RecordDir dir;
+  WebhookServer server(Hooks(dir.path));
+  auto ch = std::make_unique<WebhookChannel>(LocalConfig());  // 10 s timeout: the stop ends them
+  AsyncResults results;
+  const DeliveryJob slow = Job(server.Url("slow"), "d-stopped");
+  ch->SendAsync(slow, results.For(slow.delivery_id));
+  std::this_thread::sleep_for(300ms);  // under way: the hook holds its answer for 3 s
+  CHECK(results.Count() == 0);
+  const auto start = std::chrono::steady_clock::now();
+  ch.reset();
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  REQUIRE(results.Count() == 1);
+  const SendResult& r = results.by_id["d-stopped"][0];
+  CHECK(r.kind == SendResult::Kind::kRetryable);
+  CHECK_THAT(r.error, Contains("the webhook channel is shutting down"));
+}
+
+TEST_CASE("Webhook: thousands of asynchronous sends that fail at once are each answered exactly once") {
+  // A refused connection ends a transfer within microseconds of its start, so the channel's
+  // thread often finishes a send before its caller has returned from starting it: all the more
+  // with every thread on one core, where waking the channel's thread lets it run at once.
+  cpu_set_t before, one;
+  REQUIRE(sched_getaffinity(0, sizeof before, &before) == 0);
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+  struct Restore {
+    cpu_set_t& set;
+    ~Restore() { sched_setaffinity(0, sizeof set, &set); }
+  } restore{before};
+  WebhookChannel ch(LocalConfig());  // its thread inherits the single core
+  const std::string url = "http://127.0.0.1:" + std::to_string(FreePort()) + "/hooks/verify";  // nobody listens
+  AsyncResults results;
+  constexpr int kThreads = 8, kJobs = 500;
+  std::vector<DeliveryJob> jobs;
+  for (int i = 0; i < kThreads * kJobs; ++i) jobs.push_back(Job(url, "d-refused-" + std::to_string(i)));
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = t * kJobs; i < (t + 1) * kJobs; ++i) ch.SendAsync(jobs[i], results.For(jobs[i].delivery_id));
+    });
+  }
+  for (std::thread& c : callers) c.join();
+  REQUIRE(test::WaitFor([&] { return results.Count() >= jobs.size(); }, 30s));
+  std::this_thread::sleep_for(200ms);  // a second answer to any of them would come by now
+  CHECK(results.Count() == jobs.size());
+  std::lock_guard lock(results.mu);
+  CHECK(results.by_id.size() == jobs.size());
+  size_t repeated = 0;
+  for (const auto& [id, answers] : results.by_id) {
+    repeated += answers.size() != 1;
+    CHECK(answers[0].kind == SendResult::Kind::kRetryable);
+  }
+  CHECK(repeated == 0);
 }

@@ -4,7 +4,10 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <thread>
 
 #include "broker/options.h"
 #include "broker/topology.h"
@@ -41,6 +44,78 @@ class ScriptedChannel final : public Channel {
   std::vector<SendResult> script_;
   SendResult then_;
   std::vector<Call> calls_;
+};
+
+// ScriptedChannel's answers given asynchronously, as a channel on a libcurl multi handle gives
+// them: SendAsync() returns at once and each send completes `delay` later on the channel's own
+// thread. Counts the sends in flight (started, not completed) and the most there were at once.
+class AsyncScriptedChannel final : public Channel {
+ public:
+  using Steady = std::chrono::steady_clock;
+  explicit AsyncScriptedChannel(std::vector<SendResult> script, SendResult then = SendResult::Ok(),
+                                Millis delay = Millis(0))
+      : script_(std::move(script), std::move(then)), delay_(delay), thread_([this] { Run(); }) {}
+  ~AsyncScriptedChannel() override {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  SendResult Send(const DeliveryJob& job) override { return script_.Send(job); }
+  bool SendsAsync() const override { return true; }
+  void SendAsync(const DeliveryJob& job, SendDone done) override {
+    SendResult r = script_.Send(job);
+    std::lock_guard l(mu_);
+    most_ = std::max(most_, ++in_flight_);
+    pending_.push_back({Steady::now() + delay_, std::move(r), std::move(done)});
+    cv_.notify_all();
+  }
+  std::vector<ScriptedChannel::Call> Calls() { return script_.Calls(); }
+  int InFlight() {
+    std::lock_guard l(mu_);
+    return in_flight_;
+  }
+  int MostInFlight() {
+    std::lock_guard l(mu_);
+    return most_;
+  }
+
+ private:
+  struct Pending {
+    Steady::time_point due;
+    SendResult result;
+    SendDone done;
+  };
+  // Completes sends in the order they started, each at its time (what is left at once on stop).
+  void Run() {
+    std::unique_lock l(mu_);
+    for (;;) {
+      cv_.wait(l, [&] { return stop_ || !pending_.empty(); });
+      if (pending_.empty()) return;
+      if (!stop_ && Steady::now() < pending_.front().due) {
+        cv_.wait_until(l, pending_.front().due);
+        continue;
+      }
+      Pending p = std::move(pending_.front());
+      pending_.pop_front();
+      --in_flight_;
+      l.unlock();
+      p.done(std::move(p.result));
+      l.lock();
+    }
+  }
+
+  ScriptedChannel script_;
+  const Millis delay_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> pending_;
+  int in_flight_ = 0;
+  int most_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 // A delivery job of event "evt-w" for `user` on `channel`, as the engine writes it.

@@ -28,9 +28,14 @@ double Seconds(Steady::duration d) { return std::chrono::duration<double>(d).cou
 
 }  // namespace
 
-TEST_CASE("Worker: retryable failures wait for the configured tiers, then the job is sent once") {
-  WorkerHarness h("worker-retry", {Millis(300), Millis(900)});
-  ScriptedChannel ch({SendResult::Retryable("HTTP 503"), SendResult::Retryable("HTTP 503")});
+namespace {
+
+// The retry test with either kind of channel: one that sends on the worker's threads, or one that
+// completes its sends later on its own thread.
+template <typename ScriptedKind>
+void CheckRetriesThenSentOnce(const std::string& name) {
+  WorkerHarness h(name, {Millis(300), Millis(900)});
+  ScriptedKind ch({SendResult::Retryable("HTTP 503"), SendResult::Retryable("HTTP 503")});
   auto w = h.Worker("webhook", ch);
   h.PublishJob("webhook", Job("webhook", "u-1"));
   REQUIRE(WaitFor([&] { return ch.Calls().size() == 3; }, 20s));
@@ -48,6 +53,18 @@ TEST_CASE("Worker: retryable failures wait for the configured tiers, then the jo
   REQUIRE(WaitFor([&] { return h.store->WasSent(calls[0].delivery_id, sent).ok() && sent; }, 5s));
   std::this_thread::sleep_for(300ms);
   CHECK(ch.Calls().size() == 3);  // nothing more
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(h.store->ListAttempts(Job("webhook", "u-1")["notification_id"], attempts).ok());
+  REQUIRE(attempts.size() == 3);
+  CHECK(attempts[0].outcome == "retried");
+  CHECK(attempts[2].outcome == "sent");
+}
+
+}  // namespace
+
+TEST_CASE("Worker: retryable failures wait for the configured tiers, then the job is sent once") {
+  SECTION("a channel that sends on the worker's threads") { CheckRetriesThenSentOnce<ScriptedChannel>("worker-retry"); }
+  SECTION("an asynchronous channel") { CheckRetriesThenSentOnce<AsyncScriptedChannel>("worker-retry-async"); }
 }
 
 TEST_CASE("Worker: a Retry-After picks the smallest tier not shorter than it") {
@@ -126,12 +143,15 @@ TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
   CHECK(ch.Calls()[0].delivery_id == DeliveryId("evt-w", "u-2", "webhook", SystemTime{}));
 }
 
-TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above 30 + burst in a second") {
-  WorkerHarness h("worker-rate");
+namespace {
+
+template <typename ScriptedKind>
+void CheckRate(const std::string& name) {
+  WorkerHarness h(name);
   h.config.channels["webhook"].rate = 30;
   h.config.channels["webhook"].burst = 5;
   h.config.channels["webhook"].concurrency = 8;
-  ScriptedChannel ch({});
+  ScriptedKind ch({});
   for (int i = 0; i < 100; ++i) h.PublishJob("webhook", Job("webhook", "u-" + std::to_string(i)));
   auto w = h.Worker("webhook", ch);
   REQUIRE(WaitFor([&] { return ch.Calls().size() == 100; }, 20s));
@@ -146,6 +166,61 @@ TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above
   INFO("most sends in one second: " << most << ", total time " << Seconds(at.back() - at.front()) << " s");
   CHECK(most <= 35);
   CHECK(Seconds(at.back() - at.front()) >= (100 - 5) / 30.0 - 0.1);
+}
+
+}  // namespace
+
+TEST_CASE("Worker: 100 jobs at once to a 30/s provider are all sent, never above 30 + burst in a second") {
+  SECTION("a channel that sends on the worker's threads") { CheckRate<ScriptedChannel>("worker-rate"); }
+  SECTION("an asynchronous channel, paced by one thread") { CheckRate<AsyncScriptedChannel>("worker-rate-async"); }
+}
+
+TEST_CASE("Worker: an asynchronous channel has exactly `concurrency` sends in flight and sends every job once") {
+  WorkerHarness h("worker-async-limit");
+  h.config.channels["webhook"].concurrency = 4;
+  h.config.channels["webhook"].prefetch = 50;
+  AsyncScriptedChannel ch({}, SendResult::Ok(), Millis(40));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    json job = Job("webhook", "u-" + std::to_string(i));
+    ids.push_back(job["delivery_id"]);
+    h.PublishJob("webhook", job);
+  }
+  auto w = h.Worker("webhook", ch);
+  REQUIRE(WaitFor([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](const std::string& id) {
+      bool sent = false;
+      return h.store->WasSent(id, sent).ok() && sent;
+    });
+  }, 20s));
+  CHECK(ch.MostInFlight() == 4);  // more: the limit is not kept; fewer: the sends did not overlap
+  std::vector<std::string> called;
+  for (const auto& c : ch.Calls()) called.push_back(c.delivery_id);
+  std::sort(called.begin(), called.end());
+  std::sort(ids.begin(), ids.end());
+  CHECK(called == ids);
+  Peek peek(h.vhost.url());
+  CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 5s));
+}
+
+TEST_CASE("Worker: stopping waits for an asynchronous channel's sends in flight, the unsent jobs stay queued") {
+  WorkerHarness h("worker-async-stop");
+  h.config.channels["webhook"].concurrency = 2;
+  AsyncScriptedChannel ch({}, SendResult::Ok(), Millis(700));
+  for (int i = 0; i < 5; ++i) h.PublishJob("webhook", Job("webhook", "u-" + std::to_string(i)));
+  auto w = h.Worker("webhook", ch);
+  REQUIRE(WaitFor([&] { return ch.InFlight() == 2; }, 10s));
+  const auto stop_at = Steady::now();
+  w->Stop(Millis(0));
+  INFO("Stop took " << Seconds(Steady::now() - stop_at) << " s");
+  CHECK(ch.InFlight() == 0);  // their completions ran before Stop returned
+  CHECK(Seconds(Steady::now() - stop_at) >= 0.3);
+  CHECK(ch.Calls().size() == 2);  // nothing started after the stop
+  w.reset();
+  // Every job not acked goes back to the queue: the two sent ones may or may not have been acked
+  // before the connection closed, the other three were never taken from it.
+  Peek peek(h.vhost.url());
+  CHECK(WaitFor([&] { auto n = peek.Depth("herald.deliver.webhook"); return n >= 3 && n <= 5; }, 10s));
 }
 
 TEST_CASE("Worker: an invalid contact is removed from the user's preferences, then the job is dead-lettered") {

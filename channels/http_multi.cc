@@ -1,4 +1,4 @@
-#include "channels/push/http_multi.h"
+#include "channels/http_multi.h"
 
 #include <spdlog/spdlog.h>
 
@@ -15,23 +15,24 @@ namespace herald {
 struct HttpMulti::Transfer {
   HttpRequest request;
   HttpResponse response;
-  CURL* easy = nullptr;
+  Done on_done;       // empty: a caller Wait()s
+  CURL* easy = nullptr;  // while it runs; then back to the idle handles
   CurlSlist headers;
   SocketGuard guard;
   char errbuf[CURL_ERROR_SIZE] = "";
   bool done = false;  // guarded by HttpMulti::mu_
-  ~Transfer() {
-    if (easy) curl_easy_cleanup(easy);
-  }
 };
 
 namespace {
 
+constexpr size_t kMaxIdleHandles = 64;
+constexpr long kMaxIdleConnections = 64;
+
 size_t KeepBody(char* data, size_t size, size_t n, void* user) {
-  auto* r = static_cast<HttpResponse*>(user);
-  size_t len = size * n;
-  if (r->body.size() < HttpResponse::kMaxBody)
-    r->body.append(data, std::min(len, HttpResponse::kMaxBody - r->body.size()));
+  auto* t = static_cast<HttpMulti::Transfer*>(user);
+  std::string& body = t->response.body;
+  const size_t len = size * n, limit = t->request.max_body;
+  if (body.size() < limit) body.append(data, std::min(len, limit - body.size()));
   return len;
 }
 
@@ -74,7 +75,7 @@ bool Configure(HttpMulti::Transfer& t) {
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, q.body.data());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(q.body.size()));
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, t.headers.get());
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "Herald/" HERALD_VERSION);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, q.user_agent.c_str());
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<Millis::rep>(1, q.timeout.count())));
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::max<Millis::rep>(1, std::min(q.connect_timeout, q.timeout).count())));
@@ -86,7 +87,7 @@ bool Configure(HttpMulti::Transfer& t) {
   if (!q.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, q.ca_file.c_str());
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, t.errbuf);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, KeepBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t.response);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, KeepHeader);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t.response);
   t.guard.enforce = q.public_only;
@@ -98,7 +99,7 @@ bool Configure(HttpMulti::Transfer& t) {
 
 }  // namespace
 
-HttpMulti::HttpMulti(std::string name) : name_(std::move(name)) {
+HttpMulti::HttpMulti(std::string name, std::string what) : name_(std::move(name)), what_(std::move(what)) {
   usable_ = CurlGlobalInit();
   if (usable_.ok()) {
     multi_ = curl_multi_init();
@@ -106,6 +107,10 @@ HttpMulti::HttpMulti(std::string name) : name_(std::move(name)) {
   }
   if (multi_) {
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    // Idle connections kept for reuse. libcurl's default is 4 per easy handle added at the time
+    // a connection is returned, and a handle is added only while its request runs: at a low
+    // rate that closed connections the next request had to open again.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxIdleConnections);
     thread_ = std::thread([this] { Run(); });
   }
 }
@@ -117,23 +122,43 @@ HttpMulti::~HttpMulti() {
   }
   if (multi_) curl_multi_wakeup(multi_);
   if (thread_.joinable()) thread_.join();
+  for (CURL* easy : idle_) curl_easy_cleanup(easy);
   if (multi_) curl_multi_cleanup(multi_);
 }
 
 HttpMulti::Call HttpMulti::Start(HttpRequest request) {
+  Call t;
+  Enqueue(std::move(request), nullptr, t);
+  return t;
+}
+
+void HttpMulti::Start(HttpRequest request, Done done) {
+  Call t;
+  // Once handed over, the multi thread may finish it (and call `done`) at any moment: only a
+  // request that was refused is answered here.
+  if (!Enqueue(std::move(request), std::move(done), t)) t->on_done(t->response);
+}
+
+bool HttpMulti::Enqueue(HttpRequest request, Done done, Call& out) {
   auto t = std::make_shared<Transfer>();
   t->request = std::move(request);
+  t->on_done = std::move(done);
+  out = t;
   std::unique_lock lock(mu_);
   if (!usable_.ok() || stopping_) {
     t->response.rc = CURLE_FAILED_INIT;
-    t->response.error = usable_.ok() ? "the push channel is shutting down" : usable_.message();
+    t->response.error = usable_.ok() ? what_ + " is shutting down" : usable_.message();
     t->done = true;
-    return t;
+    return false;
   }
-  incoming_.push_back(t);
+  incoming_.push_back(std::move(t));
+  // A busy multi thread takes it before it next waits; only a waiting one needs waking (a write
+  // to curl's wake-up socket).
+  const bool wake = polling_;
+  polling_ = false;
   lock.unlock();
-  curl_multi_wakeup(multi_);
-  return t;
+  if (wake) curl_multi_wakeup(multi_);
+  return true;
 }
 
 HttpResponse HttpMulti::Wait(const Call& call) {
@@ -156,6 +181,15 @@ void HttpMulti::Finish(Transfer& t, CURLcode rc) {
     curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_getinfo(t.easy, CURLINFO_HTTP_VERSION, &r.http_version);
     curl_easy_getinfo(t.easy, CURLINFO_NUM_CONNECTS, &connects);
+    // Kept for the next request (creating one costs more than resetting it); the connections
+    // themselves belong to the multi handle.
+    curl_easy_reset(t.easy);
+    if (idle_.size() < kMaxIdleHandles) {
+      idle_.push_back(t.easy);
+    } else {
+      curl_easy_cleanup(t.easy);
+    }
+    t.easy = nullptr;
   }
   r.refused = t.guard.refused;
   r.refused_why = t.guard.why;
@@ -164,7 +198,11 @@ void HttpMulti::Finish(Transfer& t, CURLcode rc) {
     connections_ += connects;
     t.done = true;
   }
-  done_cv_.notify_all();
+  if (t.on_done) {
+    t.on_done(r);
+  } else {
+    done_cv_.notify_all();
+  }
 }
 
 void HttpMulti::Run() {
@@ -178,17 +216,22 @@ void HttpMulti::Run() {
       stop = stopping_;
     }
     if (stop) {
-      for (Call& t : fresh) running_.emplace(nullptr, t);  // fail them below with the rest
-      for (auto& [easy, t] : running_) {
-        if (easy) curl_multi_remove_handle(multi_, easy);
-        snprintf(t->errbuf, sizeof t->errbuf, "%s", "the push channel is shutting down");
+      for (auto& [easy, t] : running_) curl_multi_remove_handle(multi_, easy);
+      for (auto& [easy, t] : running_) fresh.push_back(t);
+      running_.clear();
+      for (Call& t : fresh) {
+        snprintf(t->errbuf, sizeof t->errbuf, "%s is shutting down", what_.c_str());
         Finish(*t, CURLE_ABORTED_BY_CALLBACK);
       }
-      running_.clear();
       return;
     }
     for (Call& t : fresh) {
-      t->easy = curl_easy_init();
+      if (!idle_.empty()) {
+        t->easy = idle_.back();
+        idle_.pop_back();
+      } else {
+        t->easy = curl_easy_init();
+      }
       if (!t->easy || !Configure(*t) || curl_multi_add_handle(multi_, t->easy) != CURLM_OK) {
         Finish(*t, CURLE_OUT_OF_MEMORY);
         continue;
@@ -209,8 +252,16 @@ void HttpMulti::Run() {
       running_.erase(it);
       Finish(*t, rc);
     }
+    {
+      // Requests that came while this thread was busy are started before it waits.
+      std::lock_guard lock(mu_);
+      if (!incoming_.empty() || stopping_) continue;
+      polling_ = true;
+    }
     // Wakes for socket activity, curl's timers, curl_multi_wakeup (new requests, stop).
     curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
+    std::lock_guard lock(mu_);
+    polling_ = false;
   }
 }
 
