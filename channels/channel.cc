@@ -40,6 +40,7 @@ Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
   take("data", job.data, nlohmann::json::object());
   take("fallback", job.fallback, nlohmann::json::array());
   if (!job.fallback.is_array()) job.fallback = nlohmann::json::array();
+  if (!job.event.is_object()) job.event = nlohmann::json::object();
   out = std::move(job);
   return Status::Ok();
 }

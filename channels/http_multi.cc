@@ -26,7 +26,7 @@ struct HttpMulti::Transfer {
 namespace {
 
 constexpr size_t kMaxIdleHandles = 64;
-constexpr long kMaxIdleConnections = 64;
+constexpr long kMaxConnections = 256;
 
 size_t KeepBody(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<HttpMulti::Transfer*>(user);
@@ -107,10 +107,10 @@ HttpMulti::HttpMulti(std::string name, std::string what) : name_(std::move(name)
   }
   if (multi_) {
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    // Idle connections kept for reuse. libcurl's default is 4 per easy handle added at the time
-    // a connection is returned, and a handle is added only while its request runs: at a low
-    // rate that closed connections the next request had to open again.
-    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxIdleConnections);
+    // Connections kept for reuse (libcurl counts those in use too). Its default is 4 per easy
+    // handle added at the time a connection is returned, and a handle is added only while its
+    // request runs: at a low rate that closed connections the next request had to open again.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxConnections);
     thread_ = std::thread([this] { Run(); });
   }
 }

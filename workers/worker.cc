@@ -42,6 +42,17 @@ nlohmann::json JobDocument(const broker::Delivery& d) {
   return doc.is_object() ? doc : nlohmann::json::object();
 }
 
+// `key` of `object` if that is a string, else empty (a job's event is whatever was published).
+std::string StringField(const nlohmann::json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+bool HasFallback(const DeliveryJob& job) {
+  return job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object();
+}
+
 }  // namespace
 
 Millis RetryDelay(const std::vector<Millis>& tiers, long long failed_attempt, std::optional<Millis> retry_after) {
@@ -203,7 +214,7 @@ void ChannelWorker::Launch(std::shared_ptr<Held> job, bool finished) {
 }
 
 void ChannelWorker::Pace() {
-  SetThreadName("w:" + channel_);
+  SetThreadName("pace:" + channel_);
   for (;;) {
     std::shared_ptr<Held> next;
     {
@@ -260,8 +271,8 @@ void ChannelWorker::Failed(broker::Delivery& d, DeliveryJob& job, const SendResu
       break;  // not a failure
     case SendResult::Kind::kRetryable:
       if (job.attempt < config_.retry.max_attempts) {
-        RecordAttempt(job, "retried", r.error, took_ms);
-        return Retry(d, job, r);
+        return RecordAttemptThen(d, job, "retried", r.error, took_ms,
+                                 [this, r](broker::Delivery& d, DeliveryJob& job) { Retry(d, job, r); });
       }
       return GiveUp(d, job, "attempts_exhausted", r.error, took_ms);
     case SendResult::Kind::kPermanent:
@@ -288,7 +299,7 @@ void ChannelWorker::Record(broker::Delivery& d, DeliveryJob& job, StoreWrite wri
   auto held = std::make_shared<Recorded>();
   held->ref = {d.tag, d.generation};
   held->delivery_id = job.delivery_id;
-  held->event_time = ParseRfc3339(job.event.value("time", ""));
+  held->event_time = ParseRfc3339(StringField(job.event, "time"));
   if (by_write) held->message = std::move(d);
   store_.Submit(std::move(write), [this, held, by_write](StoreWrite& w) {
     if (!w.status.ok() && by_write) {
@@ -332,16 +343,25 @@ DeliveryAttempt ChannelWorker::Attempt(const DeliveryJob& job, const char* outco
   return a;
 }
 
-Status ChannelWorker::RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error,
-                                    long long took_ms) {
-  if (job.delivery_id.empty()) return Status::Ok();  // an unreadable job: nothing to attach it to
-  const DeliveryAttempt a = Attempt(job, outcome, error, took_ms);
-  Status s = store_.RecordAttempt(a);
-  if (!s.ok() && a.outcome != "sent") {
-    spdlog::warn("worker {}: attempt {} of {} not recorded for the trace: {}", channel_, job.attempt, job.delivery_id,
-                 s.message());
+void ChannelWorker::RecordAttemptThen(broker::Delivery& d, DeliveryJob& job, const char* outcome,
+                                      const std::string& error, long long took_ms, Next next) {
+  if (job.delivery_id.empty()) return next(d, job);  // an unreadable job: nothing to attach it to
+  StoreWrite w;
+  w.attempt = Attempt(job, outcome, error, took_ms);
+  {
+    std::lock_guard lock(mu_);
+    ++recording_;
   }
-  return s;
+  auto held = std::make_shared<Held>(Held{std::move(d), std::move(job)});
+  store_.Submit(std::move(w), [this, held, next = std::move(next)](StoreWrite& w) {
+    if (!w.status.ok()) {
+      spdlog::warn("worker {}: attempt {} of {} not recorded for the trace: {}", channel_, held->job.attempt,
+                   held->job.delivery_id, w.status.message());
+    }
+    next(held->d, held->job);
+    std::lock_guard lock(mu_);
+    if (--recording_ == 0) recorded_cv_.notify_all();
+  });
 }
 
 void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r) {
@@ -367,9 +387,14 @@ void ChannelWorker::Retry(broker::Delivery& d, DeliveryJob& job, const SendResul
 
 void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,
                            long long took_ms) {
+  RecordAttemptThen(d, job, HasFallback(job) ? "fallback" : "dead", reason + ": " + error, took_ms,
+                    [this, reason, error](broker::Delivery& d, DeliveryJob& job) { HandOn(d, job, reason, error); });
+}
+
+void ChannelWorker::HandOn(broker::Delivery& d, DeliveryJob& job, const std::string& reason,
+                           const std::string& error) {
   broker::DeliveryRef ref{d.tag, d.generation};
-  const bool has_fallback = job.fallback.is_array() && !job.fallback.empty() && job.fallback[0].is_object();
-  RecordAttempt(job, has_fallback ? "fallback" : "dead", reason + ": " + error, took_ms);
+  const bool has_fallback = HasFallback(job);
   nlohmann::json doc = JobDocument(d);
   const std::string first_failed = doc.contains("first_failed_at") && doc["first_failed_at"].is_string()
                                        ? doc["first_failed_at"].get<std::string>()
@@ -377,9 +402,10 @@ void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::str
   if (has_fallback) {
     const nlohmann::json& f = job.fallback[0];
     nlohmann::json next = std::move(doc);
-    next["channel"] = f.value("channel", "");
-    next["delivery_id"] = f.value("delivery_id", "");
-    next["locale"] = f.value("locale", job.locale);
+    next["channel"] = StringField(f, "channel");
+    next["delivery_id"] = StringField(f, "delivery_id");
+    const std::string locale = StringField(f, "locale");
+    next["locale"] = locale.empty() ? job.locale : locale;
     next["contact"] = f.value("contact", nlohmann::json::object());
     next["content"] = f.value("content", nlohmann::json::object());
     next["fallback"] = nlohmann::json(job.fallback.begin() + 1, job.fallback.end());
@@ -393,7 +419,7 @@ void ChannelWorker::GiveUp(broker::Delivery& d, DeliveryJob& job, const std::str
     m.routing_key = next["channel"];
     m.message_id = next["delivery_id"];
     m.body = next.dump();
-    m.headers = {{"x-herald-event-id", job.event.value("id", "")}, {"x-herald-user", job.user_id},
+    m.headers = {{"x-herald-event-id", StringField(job.event, "id")}, {"x-herald-user", job.user_id},
                  {"x-herald-channel", next["channel"]}};
     m.mandatory = true;
     spdlog::info("worker {}: {} failed for good ({}: {}); falling back to {}", channel_, job.delivery_id, reason, error,
@@ -464,7 +490,7 @@ DeadLetterDrain::DeadLetterDrain(const Config& config, Store& store, const Clock
     DeadLetter letter;
     auto job = nlohmann::json::parse(d.message.body, nullptr, false);
     letter.delivery_id = d.message.message_id;
-    if (letter.delivery_id.empty() && job.is_object()) letter.delivery_id = job.value("delivery_id", "");
+    if (letter.delivery_id.empty()) letter.delivery_id = StringField(job, "delivery_id");
     if (letter.delivery_id.empty()) letter.delivery_id = "unknown-" + std::to_string(clock_.Now().time_since_epoch().count());
     letter.channel = str("x-herald-channel");
     letter.reason = str("x-herald-reason");
@@ -472,15 +498,15 @@ DeadLetterDrain::DeadLetterDrain(const Config& config, Store& store, const Clock
     letter.attempts = h.contains("x-herald-attempts") && h["x-herald-attempts"].is_number_integer()
                           ? h["x-herald-attempts"].get<long long>() : 0;
     if (job.is_object()) {
-      const nlohmann::json ev = job.value("event", nlohmann::json::object());
-      letter.event_id = ev.is_object() ? ev.value("id", "") : "";
-      letter.event_type = ev.is_object() ? ev.value("type", "") : "";
-      letter.user_id = job.value("user_id", "");
+      const auto ev = job.find("event");
+      letter.event_id = ev != job.end() ? StringField(*ev, "id") : "";
+      letter.event_type = ev != job.end() ? StringField(*ev, "type") : "";
+      letter.user_id = StringField(job, "user_id");
     }
     letter.dead_at = clock_.Now();
     letter.first_failed_at = ParseRfc3339(str("x-herald-first-failed-at")).value_or(letter.dead_at);
     letter.job_json = d.message.body;
-    letter.headers_json = h.dump();
+    letter.headers_json = h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     broker::DeliveryRef ref{d.tag, d.generation};
     if (Status s = store_.PutDeadLetter(letter); !s.ok()) {
       spdlog::error("dead letters: cannot store {} ({}); it stays on herald.dlq", letter.delivery_id, s.message());

@@ -74,11 +74,17 @@ class ChannelWorker {
   // What a failed send leads to: a retry while attempts are left, else the fallback or a dead letter.
   void Failed(broker::Delivery& d, DeliveryJob& job, const SendResult& r, long long took_ms);
   void Retry(broker::Delivery& d, DeliveryJob& job, const SendResult& r);
-  // Hands the job to its next fallback channel, else to herald.dlq. `took_ms`: the failed send.
+  // Hands the job to its next fallback channel, else to herald.dlq, once the failed attempt is
+  // recorded. `took_ms`: the failed send.
   void GiveUp(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error,
               long long took_ms = 0);
-  // Appends the attempt to the store for the trace; "sent" also marks the delivery as sent.
-  Status RecordAttempt(const DeliveryJob& job, const char* outcome, const std::string& error, long long took_ms);
+  void HandOn(broker::Delivery& d, DeliveryJob& job, const std::string& reason, const std::string& error);
+  // Appends a failed attempt to the store for the trace (through the group commit: no thread
+  // waits for it), then runs `next` with the job on the store's writer thread, so what follows
+  // (a retry, a fallback, a dead letter) is never seen before the attempt that led to it.
+  using Next = std::function<void(broker::Delivery&, DeliveryJob&)>;
+  void RecordAttemptThen(broker::Delivery& d, DeliveryJob& job, const char* outcome, const std::string& error,
+                         long long took_ms, Next next);
   // Removes what `r` says is gone (an invalid contact; push: r.invalid_contacts) from the user's
   // preferences and tells every process to drop its cached copy.
   void RemoveContact(const DeliveryJob& job, const SendResult& r);

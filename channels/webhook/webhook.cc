@@ -212,7 +212,8 @@ std::optional<SendResult> WebhookChannel::Prepare(const DeliveryJob& job, HttpRe
 }
 
 SendResult WebhookChannel::Outcome(const std::string& host, const HttpResponse& r) const {
-  if (!r.refused.empty()) {
+  // A refused address with an answer after it: libcurl went on to a public address of the name.
+  if (!r.refused.empty() && r.status == 0) {
     Address a;
     a.text = r.refused;
     return SendResult::Permanent(Refusal(host, a, r.refused_why ? r.refused_why : "non-public"));

@@ -15,8 +15,9 @@
 //
 // Users choose the URL, so it must not become a way into Herald's own network (SSRF): unless
 // allow_private_targets, a numeric host must be public, and every address libcurl tries to
-// connect to is checked as its socket is opened (a name that resolves, or later re-resolves, to a
-// private address gets no connection there).
+// connect to is checked as its socket is opened: a name that resolves, or later re-resolves, to a
+// private address gets no connection there (permanent, unless another of its addresses is public
+// and answers).
 //
 // Sends run on one libcurl multi handle and its thread ("w:webhook"): many in flight at once
 // without a thread each (SendAsync), connections kept alive and, over TLS, HTTP/2 multiplexed.

@@ -109,6 +109,15 @@ TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with th
   h.PublishJob("webhook", Job("webhook", "u-dead"));
   std::vector<DeadLetter> rows;
   REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 20s));
+  // The trace has every attempt by the time the dead letter exists: each failed attempt is
+  // recorded before the job goes on.
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(h.store->ListAttempts(Job("webhook", "u-dead")["notification_id"], attempts).ok());
+  REQUIRE(attempts.size() == 3);
+  CHECK(attempts[0].outcome == "retried");
+  CHECK(attempts[1].outcome == "retried");
+  CHECK(attempts[2].outcome == "dead");
+  CHECK_THAT(attempts[2].error, Catch::Matchers::StartsWith("attempts_exhausted: HTTP 503"));
   const DeadLetter& d = rows[0];
   CHECK(d.delivery_id == DeliveryId("evt-w", "u-dead", "webhook", SystemTime{}));
   CHECK(d.reason == "attempts_exhausted");
@@ -124,6 +133,29 @@ TEST_CASE("Worker: exhausted attempts without fallback are dead-lettered with th
   CHECK(ch.Calls().size() == 3);
   Peek peek(h.vhost.url());
   CHECK(WaitFor([&] { return peek.Depth("herald.dlq") == 0; }, 5s));
+  drain.Stop(1s);
+}
+
+TEST_CASE("Worker: event fields of the wrong type neither stop a delivery nor the worker") {
+  WorkerHarness h("worker-odd-event");
+  AsyncScriptedChannel ch({SendResult::Ok()}, SendResult::Permanent("HTTP 400"));
+  auto w = h.Worker("webhook", ch);
+  DeadLetterDrain drain(h.config, *h.store, SystemClock::Instance());
+  drain.Start();
+  json sent = Job("webhook", "u-odd-1");
+  sent["event"] = {{"id", 7}, {"time", 5}, {"type", {"x"}}};
+  h.PublishJob("webhook", sent);
+  bool done = false;
+  REQUIRE(WaitFor([&] { return h.store->WasSent(sent["delivery_id"], done).ok() && done; }, 10s));
+  json dead = Job("webhook", "u-odd-2");
+  dead["event"] = "not an object";
+  h.PublishJob("webhook", dead);
+  std::vector<DeadLetter> rows;
+  REQUIRE(WaitFor([&] { return h.store->ListDeadLetters({}, rows).ok() && rows.size() == 1; }, 10s));
+  CHECK(rows[0].delivery_id == dead["delivery_id"]);
+  CHECK(rows[0].reason == "permanent");
+  CHECK(rows[0].event_id.empty());
+  CHECK(rows[0].user_id == "u-odd-2");
   drain.Stop(1s);
 }
 
