@@ -112,6 +112,12 @@ WebhookConfig LocalConfig(const std::string& secret = kSecret) {
   return c;
 }
 
+WebhookConfig LocalConfig(Millis timeout) {
+  WebhookConfig c = LocalConfig();
+  c.timeout = timeout;
+  return c;
+}
+
 DeliveryJob Job(const std::string& url, const std::string& id = "d-1") {
   DeliveryJob j;
   j.delivery_id = id;
@@ -387,9 +393,7 @@ TEST_CASE("Webhook: 408, 429 and 5xx are retryable and honour Retry-After") {
 TEST_CASE("Webhook: a response slower than the timeout is retryable and the call returns in time") {
   RecordDir dir;
   WebhookServer server(Hooks(dir.path));
-  WebhookConfig c = LocalConfig();
-  c.timeout = 1s;
-  WebhookChannel ch(c);
+  WebhookChannel ch(LocalConfig(1s));
   auto start = std::chrono::steady_clock::now();
   SendResult r = ch.Send(Job(server.Url("slow")));
   auto took = std::chrono::steady_clock::now() - start;
@@ -522,9 +526,7 @@ struct AsyncResults {
 TEST_CASE("Webhook: asynchronous sends from one thread run at once, each answered once on the channel's thread") {
   RecordDir dir;
   WebhookServer server(Hooks(dir.path));
-  WebhookConfig c = LocalConfig();
-  c.timeout = 1s;
-  WebhookChannel ch(c);
+  WebhookChannel ch(LocalConfig(1s));
   AsyncResults results;
   constexpr int kJobs = 25, kSlow = 6;
   const auto start = std::chrono::steady_clock::now();
