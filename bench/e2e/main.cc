@@ -85,15 +85,18 @@ void Usage() {
       "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)");
 }
 
-std::string SelfDir() {
+// This program's own file, whatever it is called (it runs the relay as a child of itself).
+std::string SelfExe() {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.rfind('/'));
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "bench_e2e";
 }
 
-std::string SelfExe() { return SelfDir() + "/" + "bench_e2e"; }
+std::string SelfDir() {
+  const std::string p = SelfExe();
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
