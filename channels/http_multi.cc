@@ -93,7 +93,6 @@ bool Configure(HttpMulti::Transfer& t) {
   t.guard.enforce = q.public_only;
   curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
   curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &t.guard);
-  curl_easy_setopt(c, CURLOPT_PRIVATE, &t);
   return true;
 }
 

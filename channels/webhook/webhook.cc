@@ -28,7 +28,6 @@ std::string Compact(const json& v) { return v.dump(-1, ' ', false, json::error_h
 struct Target {
   std::string url;   // normalised, host in punycode
   std::string host;  // as curl resolves it: punycode, IPv6 without brackets
-  std::string port;
   std::optional<Address> literal;  // the host is a numeric address
 };
 
@@ -81,10 +80,8 @@ std::string ParseTarget(const json& contact, Target& out) {
     }
   }
   if (!host || host->empty()) return "contact.url: no host name";
-  std::optional<std::string> port = UrlPart(u.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
-  if (!port || !normal) return "contact.url: cannot normalise the URL";
+  if (!normal) return "contact.url: cannot normalise the URL";
   out.url = *normal;
-  out.port = *port;
   out.host = *host;
   if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
     out.host = out.host.substr(1, out.host.size() - 2);
