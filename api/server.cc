@@ -277,8 +277,8 @@ void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc) {
   if (Status s = ParsePreferences(doc, user, KnownChannels(), p); !s.ok()) return c.Fail(InvalidFrom(s));
   if (Status s = d_.store->PutPreferences(p); !s.ok()) return c.Fail(StoreUnavailable(s));
   if (d_.cache) d_.cache->Invalidate(user);
-  // Other processes drop their cached copy on the signal; if the broker is away they reload
-  // within prefs_cache_ttl, and every process clears its cache when it reconnects.
+  // Other processes drop their cached copy on the signal; without it they see the store's change
+  // log within a second (engine/prefs_cache.h).
   if (d_.publisher->Connected()) {
     // Not awaited: the change is stored, and a slow broker must not slow the caller down.
     broker::Message m;
@@ -290,7 +290,7 @@ void ApiServer::StorePreferences(Call& c, const nlohmann::json& doc) {
     });
   } else {
     spdlog::warn("api: preferences of {} stored; broker unreachable, other processes see them within {}", user,
-                 FormatDuration(config_.engine.prefs_cache_ttl));
+                 FormatDuration(PreferenceCache::kPollEvery));
   }
   c.Json(200, PreferencesToJson(p));
 }

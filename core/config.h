@@ -102,7 +102,7 @@ struct EngineConfig {
   long long budget_per_hour = 20;      // DESIGN.md rule 7: push + email per user per hour
   Millis presence_ttl = 60s;           // an "active" heartbeat counts this long
   long long prefs_cache_size = 100000; // users whose preferences are kept in memory (LRU)
-  Millis prefs_cache_ttl = 60s;        // a cached entry is reloaded after this, invalidation or not
+  Millis prefs_cache_ttl = std::chrono::minutes(10);  // a cached entry is reloaded after this, change seen or not
 };
 
 // One template: field name -> Mustache source ("title", "body"; email: "subject", "text", "html").

@@ -33,6 +33,10 @@ constexpr size_t kBudgetEntriesMax = 10000;
 
 // Expired de-duplication records are deleted at most this often (by any worker thread).
 constexpr auto kPurgeEvery = std::chrono::minutes(10);
+// Preference change-log entries are kept this long: every cache reads the log at least every
+// PreferenceCache::kPollEvery while it is used, and one that read nothing for longer than this
+// sees the gap and drops all it holds.
+constexpr auto kPrefsChangesKept = std::chrono::hours(1);
 
 Counter& Duplicates() {
   static Counter& c = Metrics::Global()
@@ -203,6 +207,12 @@ void NotificationEngine::MaybePurge(SystemTime now) {
     spdlog::warn("engine: purging old sent-delivery records failed: {}", s.message());
   } else if (sent) {
     spdlog::debug("engine: purged {} old sent-delivery record(s)", sent);
+  }
+  size_t changes = 0;
+  if (Status s = store_.PurgePreferenceChanges(now - kPrefsChangesKept, changes); !s.ok()) {
+    spdlog::warn("engine: purging old preference-change records failed: {}", s.message());
+  } else if (changes) {
+    spdlog::debug("engine: purged {} old preference-change record(s)", changes);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "engine/prefs_cache.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/metrics.h"
 
 namespace herald {
@@ -26,6 +28,54 @@ PreferenceCache::PreferenceCache(Store& store, size_t max_entries, Millis ttl, c
   // Registered now, so /metrics shows them at zero before the first lookup.
   Hits();
   Misses();
+  // Changes made before now are in what the first lookups read; if the log cannot be read now,
+  // the first poll starts it (and drops what was cached until then).
+  std::vector<Store::PreferenceChange> none;
+  long long head = 0;
+  if (store_.PreferenceChanges(std::numeric_limits<long long>::max(), 1, none, head).ok()) {
+    log_seen_ = head;
+    log_started_ = true;
+  }
+}
+
+void PreferenceCache::PollChanges(SystemTime now) {
+  const SystemTime::rep at = now.time_since_epoch().count();
+  if (at < next_poll_.load(std::memory_order_relaxed)) return;
+  std::unique_lock poll(poll_mu_, std::try_to_lock);
+  if (!poll.owns_lock() || at < next_poll_.load()) return;  // another thread reads it, or just did
+  next_poll_ = (now + std::chrono::duration_cast<SystemTime::duration>(kPollEvery)).time_since_epoch().count();
+  bool drop_all = false;
+  std::vector<Store::PreferenceChange> changes;
+  for (;;) {
+    long long head = 0;
+    if (Status s = store_.PreferenceChanges(log_seen_, kPollBatch, changes, head); !s.ok()) {
+      // Cached entries stay (within the TTL); the next poll tries again.
+      if (!poll_failing_) spdlog::warn("preferences cache: cannot read the change log: {}", s.message());
+      poll_failing_ = true;
+      return;
+    }
+    if (poll_failing_) spdlog::info("preferences cache: the change log can be read again");
+    poll_failing_ = false;
+    const bool gap = !log_started_ || head < log_seen_ ||
+                     (changes.empty() ? head > log_seen_ : changes.front().seq != log_seen_ + 1);
+    if (gap) {
+      // Not started, another store file (the log is behind what was seen), or entries purged
+      // before they were read: any cached entry may be stale.
+      drop_all = true;
+      log_seen_ = changes.empty() ? head : std::max(head, changes.back().seq);
+      log_started_ = true;
+      break;
+    }
+    if (changes.empty()) break;
+    {
+      std::lock_guard lock(mu_);
+      for (const Store::PreferenceChange& c : changes) DropLocked(c.user_id);
+      ++generation_;
+    }
+    log_seen_ = changes.back().seq;
+    if (changes.size() < kPollBatch) break;
+  }
+  if (drop_all) Clear();
 }
 
 Status PreferenceCache::Get(const std::string& user, Entry& out) {
@@ -37,11 +87,14 @@ Status PreferenceCache::Get(const std::string& user, Entry& out) {
 
 Status PreferenceCache::GetMany(const std::vector<std::string>& users, std::vector<Entry>& out) {
   const SystemTime now = clock_.Now();
+  PollChanges(now);
   out.assign(users.size(), nullptr);
   std::vector<std::string> missing;
   std::vector<size_t> missing_at;
+  unsigned long long generation;
   {
     std::lock_guard lock(mu_);
+    generation = generation_;
     for (size_t i = 0; i < users.size(); ++i) {
       auto it = slots_.find(users[i]);
       if (it != slots_.end() && now - it->second.loaded_at < ttl_) {
@@ -64,11 +117,14 @@ Status PreferenceCache::GetMany(const std::vector<std::string>& users, std::vect
     by_user.emplace(std::move(id), std::make_shared<const Preferences>(std::move(p)));
   }
   std::lock_guard lock(mu_);
+  // A drop since the read may have been of one of these users: what was read serves this lookup
+  // but is not kept.
+  const bool keep = generation == generation_;
   for (size_t k = 0; k < missing.size(); ++k) {
     auto it = by_user.find(missing[k]);
     Entry e = it != by_user.end() ? it->second : std::make_shared<const Preferences>(DefaultPreferences(missing[k]));
     out[missing_at[k]] = e;
-    Insert(missing[k], std::move(e), now);
+    if (keep) Insert(missing[k], std::move(e), now);
   }
   return Status::Ok();
 }
@@ -92,6 +148,11 @@ void PreferenceCache::Insert(const std::string& user, Entry prefs, SystemTime no
 
 void PreferenceCache::Invalidate(const std::string& user) {
   std::lock_guard lock(mu_);
+  DropLocked(user);
+  ++generation_;
+}
+
+void PreferenceCache::DropLocked(const std::string& user) {
   auto it = slots_.find(user);
   if (it == slots_.end()) return;
   lru_.erase(it->second.lru);
@@ -102,6 +163,7 @@ void PreferenceCache::Clear() {
   std::lock_guard lock(mu_);
   slots_.clear();
   lru_.clear();
+  ++generation_;
 }
 
 size_t PreferenceCache::Size() {

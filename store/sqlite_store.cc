@@ -76,7 +76,12 @@ const char* const kMigrations[] = {
     // 12: traces by event and user (GET /v1/traces?event_id=&user_id=): notification ids carry
     // when the event's processing began (core/ids.h), so a service cannot compute them. IF NOT
     // EXISTS as in 10.
-    "CREATE INDEX IF NOT EXISTS traces_event_user ON traces (event_id, user_id)"
+    "CREATE INDEX IF NOT EXISTS traces_event_user ON traces (event_id, user_id)",
+    // 13: every preference write, in commit order (AUTOINCREMENT: numbers are never reused, and
+    // sqlite_sequence keeps the newest even when old rows are purged). Each process's preference
+    // cache reads what is new (engine/prefs_cache.h). IF NOT EXISTS as in 10.
+    "CREATE TABLE IF NOT EXISTS prefs_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,"
+    " at INTEGER NOT NULL)"
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -109,6 +114,10 @@ enum Stmt {
   kGetPrefsBatch,
   kPutPrefs,
   kDeletePrefs,
+  kPrefsChanged,
+  kPrefsChangesSince,
+  kPrefsChangesHead,
+  kPrefsChangesPurge,
   kSubscribe,
   kUnsubscribe,
   kTopicPage,
@@ -142,7 +151,7 @@ enum Stmt {
 
 // Prepared on the reader connection too: the reads of the hot path (preference cache misses, the
 // sent check before every delivery).
-constexpr Stmt kReaderStmts[] = {kGetPrefs, kGetPrefsBatch, kWasSent};
+constexpr Stmt kReaderStmts[] = {kGetPrefs, kGetPrefsBatch, kWasSent, kPrefsChangesSince, kPrefsChangesHead};
 
 // Column lists shared by the statements that read rows back and the functions that decode them
 // (ReadInbox, ReadDeadLetter): the order here is the order those read.
@@ -182,6 +191,10 @@ std::string StmtSql(Stmt id) {
       return "INSERT INTO preferences (user_id, doc, updated_at) VALUES (?1, ?2, ?3) "
              "ON CONFLICT (user_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at";
     case kDeletePrefs: return "DELETE FROM preferences WHERE user_id = ?1";
+    case kPrefsChanged: return "INSERT INTO prefs_changes (user_id, at) VALUES (?1, ?2)";
+    case kPrefsChangesSince: return "SELECT seq, user_id FROM prefs_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+    case kPrefsChangesHead: return "SELECT seq FROM sqlite_sequence WHERE name = 'prefs_changes'";
+    case kPrefsChangesPurge: return "DELETE FROM prefs_changes WHERE at < ?1";
     case kSubscribe: return "INSERT OR IGNORE INTO topic_subscribers (topic, user_id) VALUES (?1, ?2)";
     case kUnsubscribe: return "DELETE FROM topic_subscribers WHERE topic = ?1 AND user_id = ?2";
     case kTopicPage:
@@ -549,20 +562,78 @@ class SqliteStore final : public Store {
       // dump() throws on invalid UTF-8, which only a caller that built Preferences by hand can produce.
       return Status::Invalid("preferences: strings must be valid UTF-8");
     }
+    const int64_t now_ms = ToMillis(std::chrono::system_clock::now());
     std::lock_guard lock(mu_);
-    Use q(stmts_[kPutPrefs]);
-    if (!BindText(q, 1, p.user_id) || !BindText(q, 2, text) ||
-        sqlite3_bind_int64(q.get(), 3, ToMillis(std::chrono::system_clock::now())) != SQLITE_OK) {
-      return Error("PutPreferences");
+    Transaction tx(*this);
+    if (Status s = tx.Begin("PutPreferences"); !s.ok()) return s;
+    {
+      Use q(stmts_[kPutPrefs]);
+      if (!BindText(q, 1, p.user_id) || !BindText(q, 2, text) || !BindInt(q, 3, now_ms)) {
+        return Error("PutPreferences");
+      }
+      if (Status s = Done(q, "PutPreferences"); !s.ok()) return s;
     }
-    return Done(q, "PutPreferences");
+    if (Status s = LogPreferenceChange(p.user_id, now_ms, "PutPreferences"); !s.ok()) return s;
+    return tx.Commit("PutPreferences");
+  }
+
+  // REQUIRES: mu_ held, in a transaction.
+  Status LogPreferenceChange(const std::string& user_id, int64_t now_ms, const char* op) {
+    Use q(stmts_[kPrefsChanged]);
+    if (!BindText(q, 1, user_id) || !BindInt(q, 2, now_ms)) return Error(op);
+    return Done(q, op);
+  }
+
+  Status PreferenceChanges(long long after, size_t limit, std::vector<PreferenceChange>& out,
+                           long long& head) override {
+    out.clear();
+    head = 0;
+    std::lock_guard lock(ReadMutex());
+    {
+      // First: a change made between the two reads then shows up in `out` beyond `head`, never
+      // the other way round (a head beyond every row read, which would look like changes missed).
+      Use q(ReadStmt(kPrefsChangesHead));
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_ROW) head = sqlite3_column_int64(q.get(), 0);
+      else if (rc != SQLITE_DONE) return ReadError("PreferenceChanges");
+    }
+    Use q(ReadStmt(kPrefsChangesSince));
+    if (!BindInt(q, 1, after) || !BindInt(q, 2, LimitArg(limit))) return ReadError("PreferenceChanges");
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      out.push_back(PreferenceChange{sqlite3_column_int64(q.get(), 0), ColumnText(q.get(), 1)});
+    }
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      return ReadError("PreferenceChanges");
+    }
+    return Status::Ok();
+  }
+
+  Status PurgePreferenceChanges(SystemTime before, size_t& purged) override {
+    purged = 0;
+    std::lock_guard lock(mu_);
+    Use q(stmts_[kPrefsChangesPurge]);
+    if (!BindInt(q, 1, ToMillis(before))) return Error("PurgePreferenceChanges");
+    if (Status s = Done(q, "PurgePreferenceChanges"); !s.ok()) return s;
+    purged = static_cast<size_t>(sqlite3_changes(db_));
+    return Status::Ok();
   }
 
   Status DeletePreferences(const std::string& user_id) override {
     std::lock_guard lock(mu_);
-    Use q(stmts_[kDeletePrefs]);
-    if (!BindText(q, 1, user_id)) return Error("DeletePreferences");
-    return Done(q, "DeletePreferences");
+    Transaction tx(*this);
+    if (Status s = tx.Begin("DeletePreferences"); !s.ok()) return s;
+    {
+      Use q(stmts_[kDeletePrefs]);
+      if (!BindText(q, 1, user_id)) return Error("DeletePreferences");
+      if (Status s = Done(q, "DeletePreferences"); !s.ok()) return s;
+    }
+    if (Status s = LogPreferenceChange(user_id, ToMillis(std::chrono::system_clock::now()), "DeletePreferences");
+        !s.ok()) {
+      return s;
+    }
+    return tx.Commit("DeletePreferences");
   }
 
   // ---- topics ----

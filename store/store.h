@@ -128,9 +128,23 @@ class Store {
   // Several users at once (for fan-out); users without stored preferences are absent from `out`.
   virtual Status GetPreferencesBatch(const std::vector<std::string>& user_ids,
                                      std::vector<Preferences>& out) = 0;
-  // Replaces the stored preferences of p.user_id. Idempotent.
+  // Replaces the stored preferences of p.user_id. Idempotent. Both also append the user to the
+  // change log (PreferenceChanges) in the same transaction.
   virtual Status PutPreferences(const Preferences& p) = 0;
   virtual Status DeletePreferences(const std::string& user_id) = 0;
+  // The change log, read by every process's preference cache: the users whose preferences were
+  // written after change `after` (numbers increase by one per change, in commit order), oldest
+  // first, at most `limit`, with each change's number. `head` is the newest change's number ever
+  // made (0: none); changes older than PurgePreferenceChanges kept are gone, so a reader whose
+  // `after` is below the oldest row left missed some.
+  struct PreferenceChange {
+    long long seq = 0;
+    std::string user_id;
+  };
+  virtual Status PreferenceChanges(long long after, size_t limit, std::vector<PreferenceChange>& out,
+                                   long long& head) = 0;
+  // Deletes changes made before `before`; reports how many.
+  virtual Status PurgePreferenceChanges(SystemTime before, size_t& purged) = 0;
 
   // ---- topics ----
   virtual Status Subscribe(const std::string& topic, const std::string& user_id) = 0;    // idempotent

@@ -190,8 +190,8 @@ void Announce(const Config& config, const std::string& user) {
   publisher.Stop(Millis(0));
   if (!s.ok()) {
     std::cerr << "herald: warning: saved, but running processes could not be told (" << s.message()
-              << "); they see the change within engine.prefs_cache_ttl (" << FormatDuration(config.engine.prefs_cache_ttl)
-              << ")\n";
+              << "); they see the change in the store's change log within "
+              << FormatDuration(PreferenceCache::kPollEvery) << "\n";
   }
 }
 

@@ -22,7 +22,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 12;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 13;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -219,6 +219,57 @@ TEST_CASE("Store: preferences that would not read back are refused", "[store]") 
   CHECK(store->PutPreferences(p).code() == Status::Code::kInvalid);
   Preferences out;
   CHECK(store->GetPreferences("u-1", out).code() == Status::Code::kNotFound);
+}
+
+// The users of PreferenceChanges(after), as "seq:user" strings; REQUIREs the read to succeed.
+std::vector<std::string> Changes(Store& store, long long after, size_t limit, long long& head) {
+  std::vector<Store::PreferenceChange> out;
+  REQUIRE(store.PreferenceChanges(after, limit, out, head).ok());
+  std::vector<std::string> r;
+  for (const auto& c : out) r.push_back(std::to_string(c.seq) + ":" + c.user_id);
+  return r;
+}
+
+TEST_CASE("Store: every preference write is in the change log, in commit order, until purged", "[store]") {
+  TempStore store("prefs-changes");
+  long long head = -1;
+  CHECK(Changes(*store, 0, 10, head).empty());
+  CHECK(head == 0);
+
+  REQUIRE(store->PutPreferences(MakePrefs("u-1")).ok());
+  REQUIRE(store->PutPreferences(MakePrefs("u-2")).ok());
+  REQUIRE(store->DeletePreferences("u-1").ok());
+  Preferences bad = MakePrefs("u-3");
+  bad.channels["pigeon"] = true;
+  REQUIRE(store->PutPreferences(bad).code() == Status::Code::kInvalid);  // refused: not logged
+  using V = std::vector<std::string>;
+  CHECK(Changes(*store, 0, 10, head) == V{"1:u-1", "2:u-2", "3:u-1"});
+  CHECK(head == 3);
+  CHECK(Changes(*store, 2, 10, head) == V{"3:u-1"});
+  CHECK(Changes(*store, 0, 2, head) == V{"1:u-1", "2:u-2"});
+  CHECK(Changes(*store, 3, 10, head).empty());
+
+  // Written by another connection (another process): seen, and numbered after.
+  {
+    std::unique_ptr<Store> other;
+    REQUIRE(OpenStore("sqlite://" + store.path(), other).ok());
+    REQUIRE(other->PutPreferences(MakePrefs("u-9")).ok());
+  }
+  CHECK(Changes(*store, 3, 10, head) == V{"4:u-9"});
+
+  // Purged by age; the head stays, so a reader that had seen less can tell it missed some.
+  size_t purged = 0;
+  REQUIRE(store->PurgePreferenceChanges(std::chrono::system_clock::now() - std::chrono::hours(1), purged).ok());
+  CHECK(purged == 0);
+  REQUIRE(store->PurgePreferenceChanges(std::chrono::system_clock::now() + std::chrono::minutes(1), purged).ok());
+  CHECK(purged == 4);
+  CHECK(Changes(*store, 0, 10, head).empty());
+  CHECK(head == 4);
+  // Numbers are never reused, across reopening too.
+  store.Reopen();
+  REQUIRE(store->PutPreferences(MakePrefs("u-2")).ok());
+  CHECK(Changes(*store, 0, 10, head) == V{"5:u-2"});
+  CHECK(head == 5);
 }
 
 TEST_CASE("Store: preferences in batches, absent users left out", "[store]") {
