@@ -491,6 +491,7 @@ Config Bind(const YAML::Node& root, Loader& loader) {
   engine.Duration("presence_ttl", c.engine.presence_ttl, 1s, 24h);
   engine.Int("prefs_cache_size", c.engine.prefs_cache_size, 0, 100000000);
   engine.Duration("prefs_cache_ttl", c.engine.prefs_cache_ttl, 0s, 24h);
+  engine.Bool("prefs_cache_warm", c.engine.prefs_cache_warm);
   engine.Finish();
 
   top.Entries("event_types", [&](const std::string& name, Section& t) { BindEventType(name, t, c); },

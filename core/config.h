@@ -103,6 +103,7 @@ struct EngineConfig {
   Millis presence_ttl = 60s;           // an "active" heartbeat counts this long
   long long prefs_cache_size = 100000; // users whose preferences are kept in memory (LRU)
   Millis prefs_cache_ttl = std::chrono::minutes(10);  // a cached entry is reloaded after this, change seen or not
+  bool prefs_cache_warm = true;        // the engine loads stored preferences (up to the size) before it starts
 };
 
 // One template: field name -> Mustache source ("title", "body"; email: "subject", "text", "html").

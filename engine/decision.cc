@@ -32,13 +32,17 @@ std::string MissingContact(const std::string& channel, const Preferences& p) {
 }  // namespace
 
 bool InQuietHours(const Preferences& prefs, SystemTime now, std::string* local) {
-  int minute_of_day;
-  try {
-    const date::time_zone* zone = date::locate_zone(prefs.timezone);
-    auto lt = zone->to_local(std::chrono::time_point_cast<std::chrono::seconds>(now));
-    auto since_midnight = lt - date::floor<date::days>(lt);
-    minute_of_day = static_cast<int>(std::chrono::duration_cast<std::chrono::minutes>(since_midnight).count());
-  } catch (const std::exception&) {
+  int minute_of_day = -1;
+  if (const date::time_zone* zone = FindTimeZone(prefs.timezone)) {
+    try {
+      auto lt = zone->to_local(std::chrono::time_point_cast<std::chrono::seconds>(now));
+      auto since_midnight = lt - date::floor<date::days>(lt);
+      minute_of_day = static_cast<int>(std::chrono::duration_cast<std::chrono::minutes>(since_midnight).count());
+    } catch (const std::exception&) {
+      minute_of_day = -1;
+    }
+  }
+  if (minute_of_day < 0) {  // no such zone: UTC
     auto secs = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
     minute_of_day = static_cast<int>(((secs % 86400) + 86400) % 86400 / 60);
   }

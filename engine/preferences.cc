@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <mutex>
+#include <unordered_map>
 #include <string_view>
 
 #include "core/time.h"
@@ -243,6 +245,24 @@ Preferences DefaultPreferences(const std::string& user_id) {
   return p;
 }
 
+const date::time_zone* FindTimeZone(const std::string& name) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, const date::time_zone*> found;  // bounded by the database
+  {
+    std::lock_guard lock(mu);
+    if (auto it = found.find(name); it != found.end()) return it->second;
+  }
+  const date::time_zone* zone = nullptr;
+  try {
+    zone = date::locate_zone(name);  // reports an unknown name by throwing
+  } catch (const std::exception&) {
+    return nullptr;  // not remembered: names that are not zones come from input, without bound
+  }
+  std::lock_guard lock(mu);
+  found.emplace(name, zone);
+  return zone;
+}
+
 Status ParsePreferences(const nlohmann::json& doc, const std::string& user_id,
                         const std::vector<std::string>& known_channels, Preferences& out) {
   if (std::string why = CheckUserId(user_id); !why.empty()) return Fail("user_id", why);
@@ -272,14 +292,7 @@ Status ParsePreferences(const nlohmann::json& doc, const std::string& user_id,
 
   if (Status s = OptionalString(doc, "timezone", "timezone", false, p.timezone, present); !s.ok()) return s;
   if (present) {
-    // locate_zone reports an unknown name by throwing; nothing may escape this function.
-    bool known = false;
-    try {
-      known = !p.timezone.empty() && date::locate_zone(p.timezone) != nullptr;
-    } catch (const std::exception&) {
-      known = false;
-    }
-    if (!known) return Fail("timezone", "unknown time zone " + Quote(p.timezone));
+    if (p.timezone.empty() || !FindTimeZone(p.timezone)) return Fail("timezone", "unknown time zone " + Quote(p.timezone));
   }
 
   if (auto c = doc.find("contacts"); c != doc.end()) {

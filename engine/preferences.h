@@ -10,6 +10,10 @@
 #include "core/clock.h"
 #include "core/status.h"
 
+namespace date {
+class time_zone;
+}
+
 namespace herald {
 
 struct PushContact {
@@ -64,6 +68,11 @@ Status ParsePreferences(const nlohmann::json& doc, const std::string& user_id,
 
 // The DESIGN.md JSON form; ParsePreferences(ToJson(p)) == p.
 nlohmann::json PreferencesToJson(const Preferences& p);
+
+// The IANA time zone named `name`, or nullptr if there is none. Each name is looked up in the
+// time zone database once (date::locate_zone checks the database's files on every call, which
+// cost a system call per preference document read and per quiet-hours check).
+const date::time_zone* FindTimeZone(const std::string& name);
 
 // RFC 7396 JSON merge patch of `patch` onto `target` (objects merge, null deletes, else replace).
 nlohmann::json MergePatch(nlohmann::json target, const nlohmann::json& patch);

@@ -146,6 +146,37 @@ void PreferenceCache::Insert(const std::string& user, Entry prefs, SystemTime no
   }
 }
 
+Status PreferenceCache::Warm(size_t& loaded) {
+  loaded = 0;
+  constexpr size_t kPage = 1000;
+  std::string after;
+  std::vector<Preferences> page;
+  for (;;) {
+    unsigned long long generation;
+    {
+      std::lock_guard lock(mu_);
+      if (slots_.size() >= max_entries_) return Status::Ok();
+      generation = generation_;
+    }
+    if (Status s = store_.PreferencesPage(after, kPage, page); !s.ok()) return s;
+    if (page.empty()) return Status::Ok();
+    after = page.back().user_id;
+    const SystemTime now = clock_.Now();
+    std::lock_guard lock(mu_);
+    // A drop since the read may have been of a user on this page: the page is left out (its users
+    // are read when looked up).
+    if (generation != generation_) continue;
+    for (Preferences& p : page) {
+      if (slots_.size() >= max_entries_) return Status::Ok();
+      if (slots_.count(p.user_id)) continue;
+      std::string user = p.user_id;
+      Insert(user, std::make_shared<const Preferences>(std::move(p)), now);
+      ++loaded;
+    }
+    if (page.size() < kPage) return Status::Ok();
+  }
+}
+
 void PreferenceCache::Invalidate(const std::string& user) {
   std::lock_guard lock(mu_);
   DropLocked(user);

@@ -39,6 +39,11 @@ class PreferenceCache {
   Status GetMany(const std::vector<std::string>& users, std::vector<Entry>& out);
   Status Get(const std::string& user, Entry& out);
 
+  // Loads stored preferences, in user id order, until the cache is full or all are in; entries
+  // already cached stay as they are. `loaded` counts what was added. Stops at the first error
+  // (a stored document that cannot be read: lookups report it for that user as before).
+  Status Warm(size_t& loaded);
+
   void Invalidate(const std::string& user);
   void Clear();  // e.g. after missing invalidations while disconnected
   size_t Size();

@@ -115,6 +115,7 @@ enum Stmt {
   kPutPrefs,
   kDeletePrefs,
   kPrefsChanged,
+  kPrefsPage,
   kPrefsChangesSince,
   kPrefsChangesHead,
   kPrefsChangesPurge,
@@ -151,7 +152,8 @@ enum Stmt {
 
 // Prepared on the reader connection too: the reads of the hot path (preference cache misses, the
 // sent check before every delivery).
-constexpr Stmt kReaderStmts[] = {kGetPrefs, kGetPrefsBatch, kWasSent, kPrefsChangesSince, kPrefsChangesHead};
+constexpr Stmt kReaderStmts[] = {kGetPrefs,           kGetPrefsBatch,    kWasSent,
+                                 kPrefsChangesSince, kPrefsChangesHead, kPrefsPage};
 
 // Column lists shared by the statements that read rows back and the functions that decode them
 // (ReadInbox, ReadDeadLetter): the order here is the order those read.
@@ -192,6 +194,7 @@ std::string StmtSql(Stmt id) {
              "ON CONFLICT (user_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at";
     case kDeletePrefs: return "DELETE FROM preferences WHERE user_id = ?1";
     case kPrefsChanged: return "INSERT INTO prefs_changes (user_id, at) VALUES (?1, ?2)";
+    case kPrefsPage: return "SELECT user_id, doc FROM preferences WHERE user_id > ?1 ORDER BY user_id LIMIT ?2";
     case kPrefsChangesSince: return "SELECT seq, user_id FROM prefs_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2";
     case kPrefsChangesHead: return "SELECT seq FROM sqlite_sequence WHERE name = 'prefs_changes'";
     case kPrefsChangesPurge: return "DELETE FROM prefs_changes WHERE at < ?1";
@@ -606,6 +609,27 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_DONE) {
       out.clear();
       return ReadError("PreferenceChanges");
+    }
+    return Status::Ok();
+  }
+
+  Status PreferencesPage(const std::string& after, size_t limit, std::vector<Preferences>& out) override {
+    out.clear();
+    std::lock_guard lock(ReadMutex());
+    Use q(ReadStmt(kPrefsPage));
+    if (!BindText(q, 1, after) || !BindInt(q, 2, LimitArg(limit))) return ReadError("PreferencesPage");
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      Preferences p;
+      if (Status s = ParseStored(ColumnText(q.get(), 0), ColumnText(q.get(), 1), p); !s.ok()) {
+        out.clear();
+        return s;
+      }
+      out.push_back(std::move(p));
+    }
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      return ReadError("PreferencesPage");
     }
     return Status::Ok();
   }

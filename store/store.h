@@ -145,6 +145,9 @@ class Store {
                                    long long& head) = 0;
   // Deletes changes made before `before`; reports how many.
   virtual Status PurgePreferenceChanges(SystemTime before, size_t& purged) = 0;
+  // Stored preferences in user id order, of users strictly after `after` (empty = from the
+  // start), at most `limit`: keyset paging, for loading a cache.
+  virtual Status PreferencesPage(const std::string& after, size_t limit, std::vector<Preferences>& out) = 0;
 
   // ---- topics ----
   virtual Status Subscribe(const std::string& topic, const std::string& user_id) = 0;    // idempotent

@@ -24,18 +24,23 @@ TEST_CASE("Config: the shipped config/herald.yaml loads with the documented defa
   CHECK(c.retry.max_attempts == 6);
   CHECK(c.retry.tiers.size() == 6);
   CHECK(c.EnabledChannels() == std::vector<std::string>{"email", "in_app", "push", "webhook"});
+  CHECK(c.engine.prefs_cache_ttl == std::chrono::minutes(10));
+  CHECK(c.engine.prefs_cache_warm);
 }
 
 TEST_CASE("Config: an empty document gives defaults") {
   Config c = LoadConfigText("", "x", {});
   CHECK(c.broker.prefetch == 500);
+  CHECK(c.engine.prefs_cache_ttl == std::chrono::minutes(10));
+  CHECK(c.engine.prefs_cache_warm);
   CHECK(c.events.dedup_window == std::chrono::hours(24));
   CHECK(c.api.listen == "127.0.0.1:8080");
 }
 
 TEST_CASE("Config: values from the file are applied") {
   Config c = LoadConfigText("broker:\n  queue_type: classic\n  prefetch: 50\nretry:\n  tiers: [500ms, 2s]\n"
-                            "channels:\n  webhook: { enabled: false }\n", "x", {});
+                            "channels:\n  webhook: { enabled: false }\nengine:\n  prefs_cache_warm: false\n", "x", {});
+  CHECK_FALSE(c.engine.prefs_cache_warm);
   CHECK(c.broker.queue_type == "classic");
   CHECK(c.broker.prefetch == 50);
   CHECK(c.retry.tiers == std::vector<Millis>{Millis(500), Millis(2000)});

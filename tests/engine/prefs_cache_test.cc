@@ -181,3 +181,49 @@ TEST_CASE("Preference cache: a load that overlaps a drop of its user does not ke
   }
   CHECK(stale == 0);
 }
+
+TEST_CASE("Preference cache: warming loads stored preferences up to the size and keeps what is cached",
+          "[prefs_cache]") {
+  Stores s("cache-warm");
+  ManualClock clock(kT0);
+  for (int i = 0; i < 2500; ++i) {  // more than one page of the load
+    char user[16];
+    std::snprintf(user, sizeof user, "u-%04d", i);
+    REQUIRE(s.other->PutPreferences(WithEmail(user, std::string(user) + "@example.org")).ok());
+  }
+  SECTION("all fit") {
+    PreferenceCache cache(*s.mine, 10000, Millis(3600000), clock);
+    CHECK(Email(cache, "u-0007") == "u-0007@example.org");
+    Exec(s.dir, "UPDATE preferences SET doc = replace(doc, '@example.org', '@changed.org')");  // no log entry
+    size_t loaded = 0;
+    REQUIRE(cache.Warm(loaded).ok());
+    CHECK(loaded == 2499);
+    CHECK(cache.Size() == 2500);
+    const double misses = Misses();
+    CHECK(Email(cache, "u-0007") == "u-0007@example.org");  // already cached: left as it was
+    CHECK(Email(cache, "u-0000") == "u-0000@changed.org");
+    CHECK(Email(cache, "u-2499") == "u-2499@changed.org");
+    CHECK(Misses() == misses);
+  }
+  SECTION("the size is the bound") {
+    PreferenceCache cache(*s.mine, 1200, Millis(3600000), clock);
+    size_t loaded = 0;
+    REQUIRE(cache.Warm(loaded).ok());
+    CHECK(loaded == 1200);
+    CHECK(cache.Size() == 1200);
+    const double misses = Misses();
+    CHECK(Email(cache, "u-1199") == "u-1199@example.org");
+    CHECK(Misses() == misses);
+    CHECK(Email(cache, "u-1200") == "u-1200@example.org");
+    CHECK(Misses() == misses + 1);
+  }
+  SECTION("a document that cannot be read stops it, named") {
+    Exec(s.dir, "UPDATE preferences SET doc = '{\"channels\":{\"pigeon\":true}}' WHERE user_id = 'u-1500'");
+    PreferenceCache cache(*s.mine, 10000, Millis(3600000), clock);
+    size_t loaded = 0;
+    Status st = cache.Warm(loaded);
+    CHECK_FALSE(st.ok());
+    CHECK_THAT(st.message(), Catch::Matchers::Contains("u-1500"));
+    CHECK(loaded == 1000);  // the first page
+  }
+}

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 
+#include "store/store.h"
 #include "tests/support/test_env.h"
 
 using namespace herald;
@@ -72,8 +73,16 @@ TEST_CASE("heraldd: wrong broker credentials stop start-up with a clear message"
 
 TEST_CASE("heraldd: consumes events from other clients and exits 0 on SIGTERM") {
   Vhost vhost("proc-run");
-  Process d({Heraldd(), "--config", SourceDir() + "/config/herald.yaml", "--roles", "engine"}, EnvFor(vhost), "heraldd");
+  std::vector<std::string> env = EnvFor(vhost);
+  {
+    // Loaded into the preference cache before the engine starts.
+    std::unique_ptr<Store> store;
+    REQUIRE(OpenStore(env.back().substr(std::string("HERALD_STORE_URL=").size()), store).ok());
+    REQUIRE(store->PutPreferences(DefaultPreferences("u-9")).ok());
+  }
+  Process d({Heraldd(), "--config", SourceDir() + "/config/herald.yaml", "--roles", "engine"}, env, "heraldd");
   REQUIRE(WaitFor([&] { return d.OutputContains("heraldd 0.1.0 started"); }, 15s));
+  CHECK(d.OutputContains("engine: loaded the preferences of 1 user(s) into the cache"));
   Peek peek(vhost.url());
   // amqp-tools (rabbitmq-c's command-line client), not Herald's code, publishes here.
   std::string amqp_tools_url = vhost.url();
