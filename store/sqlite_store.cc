@@ -1139,7 +1139,7 @@ class SqliteStore final : public Store {
       entry.seq = sqlite3_column_int64(q.get(), 0);
       w.inbox_created = inserted;
     }
-    if (w.attempt) {
+    if (w.attempt && (!w.inbox || w.inbox_created)) {
       const DeliveryAttempt& a = *w.attempt;
       if (a.outcome == "sent") {
         Use q(stmts_[kRecordSent]);

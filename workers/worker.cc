@@ -161,7 +161,9 @@ void ChannelWorker::Process(broker::Delivery& d) {
     return GiveUp(d, job, "invalid_job", s.message());
   }
   bool sent = false;
-  if (Status s = store_.WasSent(job.delivery_id, sent); s.ok() && sent) {
+  // A channel that delivers by a write needs no sent check: its write is keyed by the notification
+  // (the inbox entry), so a repeat writes nothing (Record).
+  if (Status s = impl_.DeliversByWrite() ? Status::Ok() : store_.WasSent(job.delivery_id, sent); s.ok() && sent) {
     spdlog::debug("worker {}: {} was already sent; not again", channel_, job.delivery_id);
     Deliveries().With({channel_, "skipped"}).Inc();
     return consumer_->Ack({d.tag, d.generation});
@@ -317,8 +319,11 @@ void ChannelWorker::Record(broker::Delivery& d, DeliveryJob& job, StoreWrite wri
                       held->delivery_id, w.status.message());
       }
       if (by_write) impl_.Written(w);
-      Deliveries().With({channel_, "sent"}).Inc();
-      if (held->event_time) {
+      // The inbox entry was there: this notification was delivered before (the write changed nothing).
+      const bool repeat = by_write && w.status.ok() && w.inbox && !w.inbox_created;
+      if (repeat) spdlog::debug("worker {}: {} was already delivered; not again", channel_, held->delivery_id);
+      Deliveries().With({channel_, repeat ? "skipped" : "sent"}).Inc();
+      if (held->event_time && !repeat) {
         DeliveryLatency().With({channel_}).Observe(
             std::max(0.0, std::chrono::duration<double>(clock_.Now() - *held->event_time).count()));
       }

@@ -12,6 +12,7 @@
 #include "broker/topology.h"
 #include "channels/in_app/in_app.h"
 #include "channels/webhook/webhook.h"
+#include "core/metrics.h"
 #include "engine/notification_engine.h"
 #include "tests/support/test_env.h"
 #include "tests/support/worker_harness.h"
@@ -310,16 +311,26 @@ TEST_CASE("Worker: the in-app channel writes the inbox once and tells the hub on
   h.PublishJob("in_app", job);
   REQUIRE(WaitFor([&] { return heard == 1; }, 10s));
   CHECK(title == "T");
-  // The same notification again under another delivery id (a repeat): no second entry.
+  auto skipped = [] {
+    return Metrics::Global().Counters("herald_deliveries_total", "", {"channel", "outcome"}).Value({"in_app", "skipped"});
+  };
+  const double skipped_before = skipped();
+  // The same job again (a redelivery), and the same notification under another delivery id (a
+  // repeat): no second entry, no second attempt in the trace, both counted as skipped.
+  h.PublishJob("in_app", job);
   job["delivery_id"] = "d-other";
   h.PublishJob("in_app", job);
+  REQUIRE(WaitFor([&] { return skipped() == skipped_before + 2; }, 10s));
   Peek peek(h.vhost.url());
   REQUIRE(WaitFor([&] { return peek.Depth("herald.deliver.in_app") == 0; }, 10s));
-  std::this_thread::sleep_for(200ms);
   std::vector<InboxEntry> inbox;
   REQUIRE(h.store->ListInbox("u-1", 0, 10, inbox).ok());
   CHECK(inbox.size() == 1);
   CHECK(heard == 1);
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(h.store->ListAttempts(job["notification_id"], attempts).ok());
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].outcome == "sent");
 }
 
 TEST_CASE("Worker: an in-app inbox write that fails is retried and never acked as sent") {
