@@ -57,8 +57,10 @@ struct Options {
   bool quick = false;
   long users = 100000;
   double sustained_s = 20;
-  double latency_s = 12;
-  double warm_s = 2;          // not counted at the start of sustained and latency phases
+  double latency_s = 12;      // counted per system and latency level, over all its turns
+  int turns = 3;              // latency: each level in this many turns per system, taken alternately
+  double warm_s = 2;          // not counted at the start of sustained phases
+  double turn_warm_s = 1;     // not counted at the start of each latency turn
   long window = 4000;         // closed loop: events published and not yet fully delivered
   long warmup_events = 3000;
   std::vector<long> fanouts = {10000, 100000};
@@ -79,7 +81,7 @@ void Usage() {
       "usage: bench_e2e [--quick] [--users N] [--seconds S] [--latency-seconds S] [--window N]\n"
       "                 [--fanout N,N] [--broker-dir DIR] [--out PREFIX] [--heraldd PATH] [--keep]\n"
       "                 [--queue-type quorum|classic] [--job-bytes N] [--webhook-concurrency N]\n"
-      "                 [--only herald|baseline] [--rates R,R,...]\n"
+      "                 [--only herald|baseline] [--rates R,R,...] [--turns N]\n"
       "  --quick           20,000 users, 6 s sustained, 5 s per latency level, fan-out 10,000 only\n"
       "  --broker-dir DIR  use the node already running from DIR (scripts/broker.sh start DIR PORT)\n"
       "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)");
@@ -295,10 +297,11 @@ struct Bench {
     double system = 0, broker = 0, self = 0, machine = 0;
     long long switches = 0;  // context switches of the system's threads
     std::map<std::string, double> threads;  // CPU seconds of the system's threads, by name
+    long long written = 0, broker_written = 0;  // bytes written to storage
   };
   Cpu Snap(const System& s) {
-    return {CpuSeconds(s.pid),     CpuSeconds(broker.beam),   CpuSeconds(::getpid()), MachineBusySeconds(),
-            ContextSwitches(s.pid), ThreadCpuSeconds(s.pid)};
+    return {CpuSeconds(s.pid),      CpuSeconds(broker.beam),   CpuSeconds(::getpid()), MachineBusySeconds(),
+            ContextSwitches(s.pid), ThreadCpuSeconds(s.pid), WrittenBytes(s.pid),   WrittenBytes(broker.beam)};
   }
 
   // Waits until `events` events of the phase are complete; false on timeout or interrupt.
@@ -311,12 +314,7 @@ struct Bench {
     return true;
   }
 
-  static json LatencyJson(std::vector<std::pair<int64_t, int64_t>>& samples, int64_t from_sent_us) {
-    std::vector<int64_t> v;
-    v.reserve(samples.size());
-    for (auto& [sent, lat] : samples) {
-      if (sent >= from_sent_us) v.push_back(lat);
-    }
+  static json LatencyJson(std::vector<int64_t> v) {
     std::sort(v.begin(), v.end());
     auto ms = [&](double q) { return v.empty() ? -1.0 : Quantile(v, q, true) / 1000.0; };
     return {{"count", v.size()},      {"p50_ms", ms(0.5)},     {"p90_ms", ms(0.9)}, {"p99_ms", ms(0.99)},
@@ -378,6 +376,10 @@ struct Bench {
                                     {"broker", (cpu_b.broker - cpu_a.broker) / events * 1000},
                                     {"bench_tool", (cpu_b.self - cpu_a.self) / events * 1000}};
       r["context_switches_per_event"] = static_cast<double>(cpu_b.switches - cpu_a.switches) / events;
+      if (cpu_a.written >= 0 && cpu_b.written >= 0 && cpu_a.broker_written >= 0 && cpu_b.broker_written >= 0) {
+        r["disk_kb_written_per_event"] = {{"system", static_cast<double>(cpu_b.written - cpu_a.written) / events / 1024},
+                                          {"broker", static_cast<double>(cpu_b.broker_written - cpu_a.broker_written) / events / 1024}};
+      }
       json by_thread = json::object();
       for (const auto& [name, after] : cpu_b.threads) {
         auto before = cpu_a.threads.find(name);
@@ -394,9 +396,11 @@ struct Bench {
     return r;
   }
 
-  // Open loop at `rate` events/s for `seconds`; each event is stamped with the time it was due,
-  // so a late publisher shows up as latency rather than hiding it.
-  json OpenLoop(System& s, double rate, double seconds) {
+  // Open loop at `rate` events/s for `warm` + `seconds`; each event is stamped with the time it
+  // was due, so a late publisher shows up as latency rather than hiding it. The latencies of events
+  // due after `warm` are appended to `counted` (in-app, webhook).
+  json OpenLoop(System& s, double rate, double warm, double seconds, std::vector<int64_t> (&counted)[kChannels]) {
+    seconds += warm;
     const int phase = next_phase++;
     rec.Begin(phase, 2);
     const int64_t sys0 = NowMicros();
@@ -415,7 +419,14 @@ struct Bench {
     bool drained = Drain(n, 180s);
     Cpu cpu_b = Snap(s);
     PhaseData d = rec.End();
-    const int64_t from = sys0 + static_cast<int64_t>(std::min(o.warm_s, seconds / 4) * 1e6);
+    const int64_t from = sys0 + static_cast<int64_t>(warm * 1e6);
+    std::vector<int64_t> mine[kChannels];
+    for (int c = 0; c < kChannels; ++c) {
+      for (const auto& [sent, lat] : d.latency[c]) {
+        if (sent >= from) mine[c].push_back(lat);
+      }
+      counted[c].insert(counted[c].end(), mine[c].begin(), mine[c].end());
+    }
     json r = {{"offered_events_per_s", rate},
               {"published", n},
               {"publish_s", publish_s},
@@ -423,8 +434,8 @@ struct Bench {
               {"drained", drained},
               {"duplicates", d.duplicates},
               {"strays", d.strays},
-              {"in_app", LatencyJson(d.latency[kInApp], from)},
-              {"webhook", LatencyJson(d.latency[kWebhook], from)}};
+              {"in_app", LatencyJson(std::move(mine[kInApp]))},
+              {"webhook", LatencyJson(std::move(mine[kWebhook]))}};
     if (d.completed > 0) {
       r["cpu_s_per_1000_events"] = {{"system", (cpu_b.system - cpu_a.system) / static_cast<double>(d.completed) * 1000},
                                     {"broker", (cpu_b.broker - cpu_a.broker) / static_cast<double>(d.completed) * 1000}};
@@ -556,6 +567,8 @@ std::string Markdown(const json& r) {
   }
   row("CPU s per 1,000 events: heraldd / relay", "/sustained/cpu_s_per_1000_events/system"_json_pointer, 3);
   row("CPU s per 1,000 events: broker", "/sustained/cpu_s_per_1000_events/broker"_json_pointer, 3);
+  row("disk KiB written per event: heraldd / relay", "/sustained/disk_kb_written_per_event/system"_json_pointer, 1);
+  row("disk KiB written per event: broker", "/sustained/disk_kb_written_per_event/broker"_json_pointer, 1);
   row("peak RSS MB: heraldd / relay", "/peak_rss_mb"_json_pointer, 1);
   for (size_t i = 0; i < h["fanout"].size(); ++i) {
     long n = h["fanout"][i].value("recipients", 0L);
@@ -565,6 +578,19 @@ std::string Markdown(const json& r) {
     if (!h["fanout"][i].value("complete", false)) hv = -1;
     if (!b["fanout"][i].value("complete", false)) bv = -1;
     md << "| " << what << " | " << Cell(hv, 2) << " | " << Cell(bv, 2) << " | " << RatioCell(hv, bv) << " |\n";
+  }
+  // The spread behind each pooled p99: the ratio turn by turn (Herald's turn against the
+  // baseline's turn just before it).
+  for (size_t i = 0; i < h["latency"].size(); ++i) {
+    const json& ht = h["latency"][i]["turns"];
+    const json& bt = b["latency"][i]["turns"];
+    if (!ht.is_array() || !bt.is_array() || ht.size() != bt.size() || ht.empty()) continue;
+    md << (i ? "; " : "\nWebhook p99 turn by turn, Herald / baseline: ") << "at "
+       << Fmt("%.0f", 100 * h["latency"][i].value("load", 0.0)) << " %";
+    for (size_t t = 0; t < ht.size(); ++t) {
+      md << (t ? ", " : " ") << RatioCell(ht[t]["webhook"].value("p99_ms", -1.0), bt[t]["webhook"].value("p99_ms", -1.0));
+    }
+    if (i + 1 == h["latency"].size()) md << ".\n";
   }
   md << "\nContext switches per event at saturation: heraldd " << Cell(Num(h, "/sustained/context_switches_per_event"_json_pointer), 1)
      << ", relay " << Cell(Num(b, "/sustained/context_switches_per_event"_json_pointer), 1)
@@ -641,6 +667,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     else if (a == "--users") o.users = std::stol(value()), users_set = true;
     else if (a == "--seconds") o.sustained_s = std::stod(value()), sustained_set = true;
     else if (a == "--latency-seconds") o.latency_s = std::stod(value()), latency_set = true;
+    else if (a == "--turns") o.turns = std::stoi(value());
     else if (a == "--window") o.window = std::stol(value());
     else if (a == "--fanout") {
       o.fanouts.clear();
@@ -674,6 +701,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     if (!fanout_set) o.fanouts = {10000};
     o.warmup_events = 1000;
   }
+  if (o.turns < 1 || o.latency_s <= 0) throw std::runtime_error("--turns and --latency-seconds must be positive");
   if (!o.only.empty() && o.only != "herald" && o.only != "baseline") {
     throw std::runtime_error("--only must be herald or baseline");
   }
@@ -879,19 +907,63 @@ int Main(int argc, char** argv) {
   const double herald_rate = systems[0]->result["sustained"]["events_per_s"].get<double>();
   std::reverse(systems.begin(), systems.end());  // the baseline first from here on
   std::vector<double> levels = o.rates.empty() ? o.loads : o.rates;
+  // Each level in turns, the systems alternately (baseline, Herald, baseline, ...), so what the
+  // machine's other load does during the level falls on both; each system's percentiles are over
+  // all its turns.
   for (double level : levels) {
     const double load = o.rates.empty() ? level : level / herald_rate;
+    const double rate = o.rates.empty() ? std::max(1.0, load * herald_rate) : level;
+    const double turn_s = o.latency_s / o.turns;
+    say("latency at " + Fmt("%.0f", load * 100) + " % of Herald's rate (" + Fmt("%.0f", rate) + " events/s): " +
+        std::to_string(o.turns) + " turn(s) of " + Fmt("%.1f", o.turn_warm_s + turn_s) + " s per system");
+    std::vector<int64_t> counted[2][kChannels];
+    json turns[2] = {json::array(), json::array()};
+    for (int t = 0; t < o.turns; ++t) {
+      for (System* s : systems) {
+        if (!alive()) return fail("stopped");
+        const int i = s == &herald ? 0 : 1;
+        json l = bench.OpenLoop(*s, rate, o.turn_warm_s, turn_s, counted[i]);
+        say("  turn " + std::to_string(t + 1) + ", " + s->name + ": webhook p50 " +
+            Cell(l["webhook"]["p50_ms"].get<double>(), 1) + " ms, p99 " + Cell(l["webhook"]["p99_ms"].get<double>(), 1) +
+            " ms; in-app p99 " + Cell(l["in_app"]["p99_ms"].get<double>(), 1) + " ms");
+        turns[i].push_back(std::move(l));
+      }
+    }
     for (System* s : systems) {
-      if (!alive()) return fail("stopped");
-      double rate = o.rates.empty() ? std::max(1.0, load * herald_rate) : level;
-      say("latency at " + Fmt("%.0f", load * 100) + " % of Herald's rate (" + Fmt("%.0f", rate) +
-          " events/s): " + s->name);
-      json l = bench.OpenLoop(*s, rate, o.latency_s);
-      l["load"] = load;
-      say("  webhook p50 " + Cell(l["webhook"]["p50_ms"].get<double>(), 1) + " ms, p99 " +
+      const int i = s == &herald ? 0 : 1;
+      json l = {{"load", load}, {"offered_events_per_s", rate}, {"turns", turns[i]}};
+      int64_t published = 0, completed = 0, duplicates = 0, strays = 0;
+      double cpu_system = 0, cpu_broker = 0, switches = 0;
+      bool drained = true;
+      for (const json& t : turns[i]) {
+        published += t["published"].get<int64_t>();
+        const int64_t c = t["completed"].get<int64_t>();
+        completed += c;
+        duplicates += t["duplicates"].get<int64_t>();
+        strays += t["strays"].get<int64_t>();
+        drained = drained && t["drained"].get<bool>();
+        if (t.contains("cpu_s_per_1000_events")) {  // per-turn rates, weighed by the turn's events
+          cpu_system += t["cpu_s_per_1000_events"]["system"].get<double>() * static_cast<double>(c);
+          cpu_broker += t["cpu_s_per_1000_events"]["broker"].get<double>() * static_cast<double>(c);
+          switches += t["context_switches_per_event"].get<double>() * static_cast<double>(c);
+        }
+      }
+      l["published"] = published;
+      l["completed"] = completed;
+      l["duplicates"] = duplicates;
+      l["strays"] = strays;
+      l["drained"] = drained;
+      l["in_app"] = Bench::LatencyJson(std::move(counted[i][kInApp]));
+      l["webhook"] = Bench::LatencyJson(std::move(counted[i][kWebhook]));
+      if (completed > 0) {
+        const double n = static_cast<double>(completed);
+        l["cpu_s_per_1000_events"] = {{"system", cpu_system / n}, {"broker", cpu_broker / n}};
+        l["context_switches_per_event"] = switches / n;
+      }
+      say("  " + s->name + ", all turns: webhook p50 " + Cell(l["webhook"]["p50_ms"].get<double>(), 1) + " ms, p99 " +
           Cell(l["webhook"]["p99_ms"].get<double>(), 1) + " ms; in-app p99 " +
           Cell(l["in_app"]["p99_ms"].get<double>(), 1) + " ms");
-      latency[s == &herald ? 0 : 1].push_back(std::move(l));
+      latency[i].push_back(std::move(l));
     }
   }
   for (long n : o.fanouts) {
@@ -937,6 +1009,8 @@ int Main(int argc, char** argv) {
                    {"window", o.window},
                    {"sustained_s", o.sustained_s},
                    {"latency_s", o.latency_s},
+                   {"latency_turns", o.turns},
+                   {"turn_warm_s", o.turn_warm_s},
                    {"warm_s", o.warm_s},
                    {"webhook_concurrency", o.webhook_concurrency},
                    {"baseline_job_bytes", o.job_bytes},

@@ -119,6 +119,16 @@ double StatCpuSeconds(const std::string& path) {
 
 double CpuSeconds(pid_t pid) { return StatCpuSeconds("/proc/" + std::to_string(pid) + "/stat"); }
 
+long long WrittenBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+  std::string key;
+  long long value = 0;
+  while (in >> key >> value) {
+    if (key == "write_bytes:") return value;
+  }
+  return -1;
+}
+
 std::map<std::string, double> ThreadCpuSeconds(pid_t pid) {
   std::map<std::string, double> out;
   std::string dir = "/proc/" + std::to_string(pid) + "/task";

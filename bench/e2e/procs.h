@@ -28,6 +28,8 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output = nullp
 
 // utime + stime of `pid` in seconds; -1 if it cannot be read.
 double CpuSeconds(pid_t pid);
+// Bytes `pid` caused to be written to storage (write_bytes of /proc/PID/io); -1 if unreadable.
+long long WrittenBytes(pid_t pid);
 // VmHWM / VmRSS of `pid` in KiB; -1 if it cannot be read.
 long PeakRssKb(pid_t pid);
 long RssKb(pid_t pid);
