@@ -82,6 +82,7 @@ TEST_CASE("heraldd: consumes events from other clients and exits 0 on SIGTERM") 
   }
   Process d({Heraldd(), "--config", SourceDir() + "/config/herald.yaml", "--roles", "engine"}, env, "heraldd");
   REQUIRE(WaitFor([&] { return d.OutputContains("heraldd 0.1.0 started"); }, 15s));
+  INFO("heraldd's output:\n" << d.Output());  // the warm-up's line failed to appear once in CI: show why
   CHECK(d.OutputContains("engine: loaded the preferences of 1 user(s) into the cache"));
   Peek peek(vhost.url());
   // amqp-tools (rabbitmq-c's command-line client), not Herald's code, publishes here.
