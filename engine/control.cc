@@ -24,12 +24,9 @@ ControlListener::ControlListener(const Config& config, PreferenceCache& cache) :
   auto o = broker::ConsumerOptionsFor(config, "heraldd control", "");
   o.bind_exchange = broker::kControlExchange;
   o.prefetch = 1000;
-  auto declare = o.on_connect;
-  o.on_connect = [this, declare](broker::Connection& c) {
-    Status s = declare ? declare(c) : Status::Ok();
-    cache_.Clear();  // signals may have been missed while disconnected
-    return s;
-  };
+  // Nothing is cleared on (re)connect: a signal missed while disconnected is found in the store's
+  // change log within PreferenceCache::kPollEvery. Clearing here wiped the start-up warm-up (the
+  // first connect came after it) and every reconnect sent all lookups to the store at once.
   consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this](broker::Delivery&& d) {
     auto j = nlohmann::json::parse(d.message.body, nullptr, false);
     if (j.is_object() && j.value("kind", "") == "prefs_changed" && j.contains("user_id") && j["user_id"].is_string()) {

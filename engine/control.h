@@ -1,9 +1,9 @@
 // Signals between Herald processes over the herald.control fanout exchange: every process has a
 // private queue bound to it, so a signal reaches all of them (DESIGN.md, broker topology).
 //
-// The only signal today: "the preferences of user X changed" -> drop X from the cache. A process
-// that was disconnected may have missed signals, so it clears its whole cache on every
-// (re)connect; the cache TTL bounds staleness even if the broker is unreachable.
+// The only signal today: "the preferences of user X changed" -> drop X from the cache at once. A
+// process that was disconnected may have missed signals; it finds those changes in the store's
+// change log within a second (engine/prefs_cache.h), so its cache is kept across reconnects.
 #pragma once
 
 #include <memory>
@@ -29,6 +29,7 @@ class ControlListener {
   void Start();
   void Stop();
   bool Listening() const { return consumer_->Consuming(); }
+  uint64_t Connects() const { return consumer_->Connects(); }
 
  private:
   PreferenceCache& cache_;

@@ -45,7 +45,7 @@ class PreferenceCache {
   Status Warm(size_t& loaded);
 
   void Invalidate(const std::string& user);
-  void Clear();  // e.g. after missing invalidations while disconnected
+  void Clear();  // e.g. when the change log shows entries purged before they were read
   size_t Size();
 
  private:

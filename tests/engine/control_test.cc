@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "broker/options.h"
 #include "engine/control.h"
 #include "tests/support/test_env.h"
 
@@ -45,6 +46,35 @@ TEST_CASE("Control: a preference change made with herald prefs set reaches every
   CHECK_THAT(out, Contains("preferences are invalid: channels"));
   la.Stop();
   lb.Stop();
+}
+
+TEST_CASE("Control: the cache keeps what it holds when the listener connects and reconnects") {
+  Vhost vhost("control-keep");
+  std::string store_url = "sqlite:///tmp/herald-test-" + std::to_string(::getpid()) + "-control-keep/herald.db";
+  Config config = vhost.MakeConfig();
+  config.store.url = store_url;
+  std::unique_ptr<Store> store;
+  REQUIRE(OpenStore(store_url, store).ok());
+  for (const char* u : {"u-1", "u-2", "u-3"}) REQUIRE(store->PutPreferences(DefaultPreferences(u)).ok());
+  PreferenceCache cache(*store, 100, Millis(3600000), SystemClock::Instance());
+  size_t loaded = 0;
+  REQUIRE(cache.Warm(loaded).ok());
+  REQUIRE(loaded == 3);
+  // heraldd warms the cache while the listener makes its first connection: what was loaded stays.
+  ControlListener listener(config, cache);
+  listener.Start();
+  REQUIRE(WaitFor([&] { return listener.Listening(); }, 15s));
+  CHECK(cache.Size() == 3);
+  REQUIRE(CloseConnections(vhost.name()) >= 1);
+  REQUIRE(WaitFor([&] { return listener.Connects() == 2 && listener.Listening(); }, 15s));
+  CHECK(cache.Size() == 3);
+  // After the reconnect a signal still drops the one user it names.
+  broker::Publisher publisher(broker::PublisherOptionsFor(config, "test publisher"));
+  publisher.Start();
+  REQUIRE(AnnouncePrefsChanged(publisher, "u-2", Millis(10000)).ok());
+  CHECK(WaitFor([&] { return cache.Size() == 2; }, 10s));
+  publisher.Stop(Millis(1000));
+  listener.Stop();
 }
 
 TEST_CASE("Control: herald topic subscribe, list and unsubscribe") {
