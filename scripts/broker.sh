@@ -96,6 +96,12 @@ CONF
     cmd_stop "$dir" || true
     exit 1
   fi
+  # RabbitMQ 3.10's epmd monitor starts a whole Erlang VM every 60 s to make sure an epmd runs
+  # (rabbit_nodes:ensure_epmd): half a second of both cores, which stalled everything else on the
+  # machine for up to 50 ms (bench/README.md, eighth round). This node's epmd is private and
+  # started above, so the monitor is stopped. If that fails the node still works, as before.
+  ctl eval 'supervisor:terminate_child(rabbit_epmd_monitor_sup, rabbit_epmd_monitor).' >/dev/null 2>&1 ||
+    echo "broker: could not stop the epmd monitor (the node runs with it)" >&2
   echo "broker: $NODE up, amqp://guest:guest@127.0.0.1:$port/ (management http://127.0.0.1:$((port + 1))/)"
 }
 
