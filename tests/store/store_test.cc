@@ -820,22 +820,23 @@ TEST_CASE("Store: sent deliveries are recorded once and remembered", "[store]") 
 TEST_CASE("Store: under continuous writes the WAL is checkpointed beside them and stays bounded", "[store]") {
   TempStore store("checkpoint");
   const std::string wal = store.path() + "-wal";
-  // Each record is a commit of two pages or more: 30,000 of them are far more frames than the
-  // WAL may hold (8,000 before the committing write finishes the checkpoint), so it must have
-  // started over from its beginning again and again while the writes went on.
+  // Each record is a commit of two pages or more: 100,000 of them are far more frames than the
+  // WAL may hold (64,000 before the committing write finishes the checkpoint), so it must have
+  // started over from its beginning while the writes went on.
+  constexpr int kRecords = 100000;
   uintmax_t largest = 0;
-  for (int i = 0; i < 30000; ++i) {
-    REQUIRE(store->RecordSent("d-" + std::to_string(i * 7919 % 100003), "webhook", kT0).ok());
+  for (int i = 0; i < kRecords; ++i) {
+    REQUIRE(store->RecordSent("d-" + std::to_string(i * 7919 % 1000003), "webhook", kT0).ok());
     if (i % 1000 == 999) largest = std::max(largest, std::filesystem::file_size(wal));
   }
-  CHECK(largest < 16000u * (4096u + 24u));  // frames of 4 KiB pages, with room for the checkpointer's lag
+  CHECK(largest < 72000u * (4096u + 24u));  // frames of 4 KiB pages, with room for the checkpointer's lag
   // Every record is there for another connection (checkpointed or still in the WAL).
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
   sqlite3_stmt* stmt = nullptr;
   REQUIRE(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM sent_deliveries", -1, &stmt, nullptr) == SQLITE_OK);
   REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
-  CHECK(sqlite3_column_int64(stmt, 0) == 30000);
+  CHECK(sqlite3_column_int64(stmt, 0) == kRecords);
   sqlite3_finalize(stmt);
   sqlite3_close(db);
 }
