@@ -74,6 +74,7 @@ struct Options {
   std::string queue_type = "quorum";
   std::string only;           // "herald" or "baseline": measure one system (for profiling; no table)
   std::vector<double> rates;  // latency phases at these events/s instead of fractions of Herald's rate
+  std::string samples_dir;    // each latency turn's samples as CSV, to find when latency rose
 };
 
 void Usage() {
@@ -81,10 +82,13 @@ void Usage() {
       "usage: bench_e2e [--quick] [--users N] [--seconds S] [--latency-seconds S] [--window N]\n"
       "                 [--fanout N,N] [--broker-dir DIR] [--out PREFIX] [--heraldd PATH] [--keep]\n"
       "                 [--queue-type quorum|classic] [--job-bytes N] [--webhook-concurrency N]\n"
-      "                 [--only herald|baseline] [--rates R,R,...] [--turns N]\n"
+      "                 [--only herald|baseline] [--rates R,R,...] [--turns N] [--samples DIR]\n"
       "  --quick           20,000 users, 6 s sustained, 5 s per latency level, fan-out 10,000 only\n"
       "  --broker-dir DIR  use the node already running from DIR (scripts/broker.sh start DIR PORT)\n"
-      "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)");
+      "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)\n"
+      "  --fanout N,N      fan-out phases to N recipients (0: none)\n"
+      "  --samples DIR     write every latency turn's deliveries to DIR/SYSTEM-PHASE.csv\n"
+      "                    (ms since the turn began, channel, latency in us)");
 }
 
 // This program's own file, whatever it is called (it runs the relay as a child of itself).
@@ -420,6 +424,15 @@ struct Bench {
     Cpu cpu_b = Snap(s);
     PhaseData d = rec.End();
     const int64_t from = sys0 + static_cast<int64_t>(warm * 1e6);
+    if (!o.samples_dir.empty()) {
+      std::ofstream csv(o.samples_dir + "/" + s.name + "-" + std::to_string(phase) + ".csv");
+      csv << "sent_ms,channel,latency_us\n";
+      for (int c = 0; c < kChannels; ++c) {
+        for (const auto& [sent, lat] : d.latency[c]) {
+          csv << (sent - sys0) / 1000 << (c == kInApp ? ",in_app," : ",webhook,") << lat << "\n";
+        }
+      }
+    }
     std::vector<int64_t> mine[kChannels];
     for (int c = 0; c < kChannels; ++c) {
       for (const auto& [sent, lat] : d.latency[c]) {
@@ -673,7 +686,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
       o.fanouts.clear();
       std::stringstream ss(value());
       for (std::string x; std::getline(ss, x, ',');) {
-        if (!x.empty()) o.fanouts.push_back(std::stol(x));
+        if (!x.empty() && std::stol(x) != 0) o.fanouts.push_back(std::stol(x));  // --fanout 0: none
       }
       fanout_set = true;
     } else if (a == "--broker-dir") o.broker_dir = value();
@@ -684,6 +697,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     else if (a == "--job-bytes") o.job_bytes = std::stoul(value());
     else if (a == "--webhook-concurrency") o.webhook_concurrency = std::stoi(value());
     else if (a == "--only") o.only = value();
+    else if (a == "--samples") o.samples_dir = value();
     else if (a == "--rates") {
       o.rates.clear();
       std::stringstream ss(value());
@@ -706,6 +720,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     throw std::runtime_error("--only must be herald or baseline");
   }
   for (long f : o.fanouts) {
+    if (f < 0) throw std::runtime_error("--fanout must list positive recipient counts (or 0 for none)");
     if (f > o.users) throw std::runtime_error("--fanout " + std::to_string(f) + " exceeds --users");
   }
   return true;
@@ -832,7 +847,7 @@ int Main(int argc, char** argv) {
   std::string error;
   if (!sink.Start(error)) return fail(error);
   const std::string db_path = tmp + "/herald.db";
-  const long topic_size = *std::max_element(o.fanouts.begin(), o.fanouts.end());
+  const long topic_size = o.fanouts.empty() ? 0 : *std::max_element(o.fanouts.begin(), o.fanouts.end());
   say("creating " + std::to_string(o.users) + " users (webhook sink on 127.0.0.1:" + std::to_string(sink.port()) + ")");
   if (!CreateUsers(db_path, o.users, std::max(topic_size, 0L),
                    "http://127.0.0.1:" + std::to_string(sink.port()) + "/h/", error)) {
