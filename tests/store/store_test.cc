@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "core/metrics.h"
 #include "core/time.h"
 #include "store/group_commit.h"
 #include "store/store.h"
@@ -1205,6 +1206,31 @@ TEST_CASE("Group commit: an idle writer lingers for more writes, so writes close
   };
   CHECK(run(std::chrono::milliseconds(1000)) == std::vector<size_t>{20});
   CHECK(run(std::chrono::microseconds(0)).front() == 1);
+}
+
+// The cumulative count of one bucket of a histogram without labels, as /metrics renders it.
+static long long BucketCount(const std::string& family, const char* le) {
+  const std::string text = herald::Metrics::Global().Render();
+  const std::string key = family + "_bucket{le=\"" + le + "\"} ";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(text.substr(at + key.size()));
+}
+
+TEST_CASE("Group commit: how long each transaction took is in herald_store_commit_seconds", "[store]") {
+  GroupCommit group(
+      [&](std::vector<StoreWrite*>& writes) {
+        std::this_thread::sleep_for(30ms);  // a checkpoint's hold
+        for (StoreWrite* w : writes) w->status = Status::Ok();
+      },
+      8);
+  const long long under_20ms = BucketCount("herald_store_commit_seconds", "0.02");
+  const long long under_50ms = BucketCount("herald_store_commit_seconds", "0.05");
+  REQUIRE(under_20ms >= 0);  // listed before the first write
+  StoreWrite w;
+  REQUIRE(group.Write(w).ok());
+  CHECK(BucketCount("herald_store_commit_seconds", "0.02") == under_20ms);
+  CHECK(BucketCount("herald_store_commit_seconds", "0.05") == under_50ms + 1);
 }
 
 TEST_CASE("Group commit: after Drain nothing is lost and later writes are applied on the caller's thread", "[store]") {
