@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -425,7 +426,9 @@ struct Bench {
     PhaseData d = rec.End();
     const int64_t from = sys0 + static_cast<int64_t>(warm * 1e6);
     if (!o.samples_dir.empty()) {
-      std::ofstream csv(o.samples_dir + "/" + s.name + "-" + std::to_string(phase) + ".csv");
+      const std::string file = o.samples_dir + "/" + s.name + "-" + std::to_string(phase) + ".csv";
+      std::ofstream csv(file);
+      if (!csv) std::fprintf(stderr, "bench_e2e: cannot write %s\n", file.c_str());
       csv << "sent_ms,channel,latency_us\n";
       for (int c = 0; c < kChannels; ++c) {
         for (const auto& [sent, lat] : d.latency[c]) {
@@ -722,6 +725,11 @@ bool ParseArgs(int argc, char** argv, Options& o) {
   for (long f : o.fanouts) {
     if (f < 0) throw std::runtime_error("--fanout must list positive recipient counts (or 0 for none)");
     if (f > o.users) throw std::runtime_error("--fanout " + std::to_string(f) + " exceeds --users");
+  }
+  if (!o.samples_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.samples_dir, ec);
+    if (ec) throw std::runtime_error("--samples " + o.samples_dir + ": " + ec.message());
   }
   return true;
 }
