@@ -429,10 +429,10 @@ struct Bench {
       const std::string file = o.samples_dir + "/" + s.name + "-" + std::to_string(phase) + ".csv";
       std::ofstream csv(file);
       if (!csv) std::fprintf(stderr, "bench_e2e: cannot write %s\n", file.c_str());
-      csv << "sent_ms,channel,latency_us\n";
+      csv << "sent_ms,sent_unix_ms,channel,latency_us\n";
       for (int c = 0; c < kChannels; ++c) {
         for (const auto& [sent, lat] : d.latency[c]) {
-          csv << (sent - sys0) / 1000 << (c == kInApp ? ",in_app," : ",webhook,") << lat << "\n";
+          csv << (sent - sys0) / 1000 << ',' << sent / 1000 << (c == kInApp ? ",in_app," : ",webhook,") << lat << "\n";
         }
       }
     }
