@@ -89,7 +89,7 @@ void Usage() {
       "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)\n"
       "  --fanout N,N      fan-out phases to N recipients (0: none)\n"
       "  --samples DIR     write every latency turn's deliveries to DIR/SYSTEM-PHASE.csv\n"
-      "                    (ms since the turn began, channel, latency in us)");
+      "                    (send time in ms since the turn began and Unix ms, channel, latency in us)");
 }
 
 // This program's own file, whatever it is called (it runs the relay as a child of itself).
@@ -429,8 +429,8 @@ struct Bench {
       const std::string file = o.samples_dir + "/" + s.name + "-" + std::to_string(phase) + ".csv";
       std::ofstream csv(file);
       if (!csv) std::fprintf(stderr, "bench_e2e: cannot write %s\n", file.c_str());
-      csv << "sent_ms,sent_unix_ms,channel,latency_us\n";
-      for (int c = 0; c < kChannels; ++c) {
+      else csv << "sent_ms,sent_unix_ms,channel,latency_us\n";
+      for (int c = 0; csv && c < kChannels; ++c) {
         for (const auto& [sent, lat] : d.latency[c]) {
           csv << (sent - sys0) / 1000 << ',' << sent / 1000 << (c == kInApp ? ",in_app," : ",webhook,") << lat << "\n";
         }
@@ -673,43 +673,49 @@ json Targets(const json& r) {
 
 bool ParseArgs(int argc, char** argv, Options& o) {
   bool users_set = false, sustained_set = false, latency_set = false, fanout_set = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--quick") o.quick = true;
-    else if (a == "--users") o.users = std::stol(value()), users_set = true;
-    else if (a == "--seconds") o.sustained_s = std::stod(value()), sustained_set = true;
-    else if (a == "--latency-seconds") o.latency_s = std::stod(value()), latency_set = true;
-    else if (a == "--turns") o.turns = std::stoi(value());
-    else if (a == "--window") o.window = std::stol(value());
-    else if (a == "--fanout") {
-      o.fanouts.clear();
-      std::stringstream ss(value());
-      for (std::string x; std::getline(ss, x, ',');) {
-        if (!x.empty() && std::stol(x) != 0) o.fanouts.push_back(std::stol(x));  // --fanout 0: none
+  std::string a;  // the option being read, for the error message
+  try {
+    for (int i = 1; i < argc; ++i) {
+      a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--quick") o.quick = true;
+      else if (a == "--users") o.users = std::stol(value()), users_set = true;
+      else if (a == "--seconds") o.sustained_s = std::stod(value()), sustained_set = true;
+      else if (a == "--latency-seconds") o.latency_s = std::stod(value()), latency_set = true;
+      else if (a == "--turns") o.turns = std::stoi(value());
+      else if (a == "--window") o.window = std::stol(value());
+      else if (a == "--fanout") {
+        o.fanouts.clear();
+        std::stringstream ss(value());
+        for (std::string x; std::getline(ss, x, ',');) {
+          if (x.empty()) continue;
+          if (const long n = std::stol(x); n != 0) o.fanouts.push_back(n);  // --fanout 0: none
+        }
+        fanout_set = true;
+      } else if (a == "--broker-dir") o.broker_dir = value();
+      else if (a == "--out") o.out = value();
+      else if (a == "--heraldd") o.heraldd = value();
+      else if (a == "--keep") o.keep = true;
+      else if (a == "--queue-type") o.queue_type = value();
+      else if (a == "--job-bytes") o.job_bytes = std::stoul(value());
+      else if (a == "--webhook-concurrency") o.webhook_concurrency = std::stoi(value());
+      else if (a == "--only") o.only = value();
+      else if (a == "--samples") o.samples_dir = value();
+      else if (a == "--rates") {
+        o.rates.clear();
+        std::stringstream ss(value());
+        for (std::string x; std::getline(ss, x, ',');) {
+          if (!x.empty()) o.rates.push_back(std::stod(x));
+        }
       }
-      fanout_set = true;
-    } else if (a == "--broker-dir") o.broker_dir = value();
-    else if (a == "--out") o.out = value();
-    else if (a == "--heraldd") o.heraldd = value();
-    else if (a == "--keep") o.keep = true;
-    else if (a == "--queue-type") o.queue_type = value();
-    else if (a == "--job-bytes") o.job_bytes = std::stoul(value());
-    else if (a == "--webhook-concurrency") o.webhook_concurrency = std::stoi(value());
-    else if (a == "--only") o.only = value();
-    else if (a == "--samples") o.samples_dir = value();
-    else if (a == "--rates") {
-      o.rates.clear();
-      std::stringstream ss(value());
-      for (std::string x; std::getline(ss, x, ',');) {
-        if (!x.empty()) o.rates.push_back(std::stod(x));
-      }
+      else if (a == "--help" || a == "-h") return false;
+      else throw std::runtime_error("unknown option " + a);
     }
-    else if (a == "--help" || a == "-h") return false;
-    else throw std::runtime_error("unknown option " + a);
+  } catch (const std::logic_error&) {  // std::stol and the like: not a number, or out of range
+    throw std::runtime_error("a number is wrong in the value of " + a);
   }
   if (o.quick) {
     if (!users_set) o.users = 20000;
@@ -857,7 +863,7 @@ int Main(int argc, char** argv) {
   const std::string db_path = tmp + "/herald.db";
   const long topic_size = o.fanouts.empty() ? 0 : *std::max_element(o.fanouts.begin(), o.fanouts.end());
   say("creating " + std::to_string(o.users) + " users (webhook sink on 127.0.0.1:" + std::to_string(sink.port()) + ")");
-  if (!CreateUsers(db_path, o.users, std::max(topic_size, 0L),
+  if (!CreateUsers(db_path, o.users, topic_size,
                    "http://127.0.0.1:" + std::to_string(sink.port()) + "/h/", error)) {
     return fail("creating users: " + error);
   }

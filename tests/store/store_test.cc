@@ -1208,15 +1208,6 @@ TEST_CASE("Group commit: an idle writer lingers for more writes, so writes close
   CHECK(run(std::chrono::microseconds(0)).front() == 1);
 }
 
-// The cumulative count of one bucket of a histogram without labels, as /metrics renders it.
-static long long BucketCount(const std::string& family, const char* le) {
-  const std::string text = herald::Metrics::Global().Render();
-  const std::string key = family + "_bucket{le=\"" + le + "\"} ";
-  const size_t at = text.find(key);
-  if (at == std::string::npos) return -1;
-  return std::stoll(text.substr(at + key.size()));
-}
-
 TEST_CASE("Group commit: how long each transaction took is in herald_store_commit_seconds", "[store]") {
   GroupCommit group(
       [&](std::vector<StoreWrite*>& writes) {
@@ -1224,13 +1215,16 @@ TEST_CASE("Group commit: how long each transaction took is in herald_store_commi
         for (StoreWrite* w : writes) w->status = Status::Ok();
       },
       8);
-  const long long under_20ms = BucketCount("herald_store_commit_seconds", "0.02");
-  const long long under_50ms = BucketCount("herald_store_commit_seconds", "0.05");
-  REQUIRE(under_20ms >= 0);  // listed before the first write
+  REQUIRE_THAT(herald::Metrics::Global().Render(),  // listed before the first write
+               Catch::Matchers::Contains("herald_store_commit_seconds_bucket{le=\"0.02\"} "));
+  const herald::Histogram& h =
+      herald::Metrics::Global().Histograms("herald_store_commit_seconds", "", {}).With({});
+  const uint64_t under_20ms = h.CountAtOrBelow(0.02);
+  const uint64_t under_50ms = h.CountAtOrBelow(0.05);
   StoreWrite w;
   REQUIRE(group.Write(w).ok());
-  CHECK(BucketCount("herald_store_commit_seconds", "0.02") == under_20ms);
-  CHECK(BucketCount("herald_store_commit_seconds", "0.05") == under_50ms + 1);
+  CHECK(h.CountAtOrBelow(0.02) == under_20ms);
+  CHECK(h.CountAtOrBelow(0.05) == under_50ms + 1);
 }
 
 TEST_CASE("Group commit: after Drain nothing is lost and later writes are applied on the caller's thread", "[store]") {
