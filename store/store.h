@@ -105,8 +105,9 @@ struct StoreWrite {
   std::vector<TraceRecord> traces;         // as PutTraces
   std::optional<InboxEntry> inbox;         // as PutInbox: seq is filled, inbox_created says if new
   bool inbox_created = false;
-  // As RecordAttempt ("sent" also records the delivery); not written when `inbox` names an entry
-  // that exists already (the delivery this write makes was made before: nothing is new).
+  // As RecordAttempt ("sent" also records the delivery, except beside `inbox`: the inbox row is the
+  // record of a delivery made by a write, and WasSent does not know it); not written when `inbox`
+  // names an entry that exists already (the delivery this write makes was made before: nothing is new).
   std::optional<DeliveryAttempt> attempt;
   std::string finish_event;                // as FinishEvent
   Status status;                           // the result, once applied

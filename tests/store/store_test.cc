@@ -23,7 +23,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kSchema = 13;  // migrations in store/sqlite_store.cc
+constexpr int kSchema = 14;  // migrations in store/sqlite_store.cc
 
 // A store in a directory of its own, removed at the end of the test.
 class TempStore {
@@ -1128,6 +1128,53 @@ StoreWrite SentWrite(const std::string& delivery_id) {
 
 }  // namespace
 
+TEST_CASE("Store: a store at schema version 13 keeps its attempts, in order, when their table loses AUTOINCREMENT",
+          "[store]") {
+  TempStore store("migrate-13");
+  {
+    // What schema version 13 left behind: attempts in a table with AUTOINCREMENT, and its counter.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "DROP TABLE delivery_attempts;"
+                         "CREATE TABLE delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT"
+                         " NOT NULL, delivery_id TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL,"
+                         " outcome TEXT NOT NULL, error TEXT NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL);"
+                         "CREATE INDEX delivery_attempts_notification ON delivery_attempts (notification_id, id);"
+                         "INSERT INTO delivery_attempts VALUES (7, 'n-1', 'd-1', 'webhook', 1, 'retried', 'HTTP 503', 1000, 4);"
+                         "INSERT INTO delivery_attempts VALUES (9, 'n-1', 'd-1', 'webhook', 2, 'sent', '', 2000, 3);"
+                         "PRAGMA user_version=13;",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  store.Reopen();
+  CHECK(store->SchemaVersion() == kSchema);
+  DeliveryAttempt third{"n-1", "d-1", "webhook", 3, "sent", "", kT0, 2};
+  REQUIRE(store->RecordAttempt(third).ok());
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(store->ListAttempts("n-1", attempts).ok());
+  REQUIRE(attempts.size() == 3);
+  CHECK(attempts[0].error == "HTTP 503");
+  CHECK(attempts[1].attempt == 2);
+  CHECK(attempts[2].attempt == 3);
+  // The new table has no AUTOINCREMENT: nothing of it is left in sqlite_sequence, and a new row
+  // takes the id after the newest.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db,
+                             "SELECT (SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'delivery_attempts'),"
+                             " (SELECT MAX(id) FROM delivery_attempts),"
+                             " (SELECT sql LIKE '%AUTOINCREMENT%' FROM sqlite_master WHERE name = 'delivery_attempts')",
+                             -1, &stmt, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  CHECK(sqlite3_column_int(stmt, 0) == 0);
+  CHECK(sqlite3_column_int(stmt, 1) == 10);
+  CHECK(sqlite3_column_int(stmt, 2) == 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
 TEST_CASE("Group commit: writes waiting together are applied in one transaction and each is told its own result",
           "[store]") {
   // An injected apply that holds the first batch until 50 more writes wait: those 50 must then
@@ -1274,7 +1321,7 @@ TEST_CASE("Store: one bad write among many fails alone and the others are all wr
   CHECK(attempts.size() == 1);
 }
 
-TEST_CASE("Store: an inbox row and its sent record are one write and all arrive when submitted from many threads",
+TEST_CASE("Store: an inbox row and its attempt are one write and all arrive when submitted from many threads",
           "[store]") {
   TempStore store("group-inbox");
   constexpr int kThreads = 4, kEach = 250;
@@ -1306,8 +1353,12 @@ TEST_CASE("Store: an inbox row and its sent record are one write and all arrive 
   size_t unread = 0;
   REQUIRE(store->UnreadCount("u-3", unread).ok());
   CHECK(unread == kThreads * kEach / 10);
-  bool sent = false;
-  CHECK((store->WasSent("d-3-249", sent).ok() && sent));
+  std::vector<DeliveryAttempt> attempts;
+  REQUIRE(store->ListAttempts("n-d-3-249", attempts).ok());
+  CHECK(attempts.size() == 1);
+  // The inbox row is the delivery's record: no sent record beside it (its channel checks none).
+  bool sent = true;
+  CHECK((store->WasSent("d-3-249", sent).ok() && !sent));
   // Written again (a redelivered job): the existing row, not a new one.
   StoreWrite again = SentWrite("d-0-0");
   again.inbox.emplace();
