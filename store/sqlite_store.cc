@@ -1199,14 +1199,15 @@ class SqliteStore final : public Store {
     // Most events are new: the insert alone settles them, one statement instead of a read and a
     // write. When a record is there, it says whether this is a repeat, unless it has expired.
     static_assert(kDedupInProgress == 0, "the SQL of kDedupInsert and kDedupPut");
-    {
-      Use q(stmts_[kDedupInsert]);
+    auto put = [&](Stmt id) {
+      Use q(stmts_[id]);
       if (!BindText(q, 1, w.begin_event) || !BindInt(q, 2, now_ms) || !BindInt(q, 3, ToMillis(w.begin_expires_at))) {
         return Error("BeginEvent");
       }
-      if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
-    }
-    if (sqlite3_changes(db_) > 0) return New(w, now_ms);  // mu_ is held: no other statement ran since
+      return Done(q, "BeginEvent");
+    };
+    if (Status s = put(kDedupInsert); !s.ok()) return s;
+    if (sqlite3_changes(db_) > 0) return BegunNew(w, now_ms);  // mu_ is held: no other statement ran since
     {
       Use q(stmts_[kDedupGet]);
       if (!BindText(q, 1, w.begin_event)) return Error("BeginEvent");
@@ -1219,15 +1220,11 @@ class SqliteStore final : public Store {
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("BeginEvent");
     }
     // The record has expired: this is a new occurrence.
-    Use q(stmts_[kDedupPut]);
-    if (!BindText(q, 1, w.begin_event) || !BindInt(q, 2, now_ms) || !BindInt(q, 3, ToMillis(w.begin_expires_at))) {
-      return Error("BeginEvent");
-    }
-    if (Status s = Done(q, "BeginEvent"); !s.ok()) return s;
-    return New(w, now_ms);
+    if (Status s = put(kDedupPut); !s.ok()) return s;
+    return BegunNew(w, now_ms);
   }
 
-  static Status New(StoreWrite& w, int64_t now_ms) {
+  static Status BegunNew(StoreWrite& w, int64_t now_ms) {
     w.begin_state = DedupState::kNew;
     w.begin_first_seen = FromMillis(now_ms);
     return Status::Ok();
