@@ -1,5 +1,7 @@
 #include "channels/channel.h"
 
+#include "core/json_parse.h"
+
 namespace herald {
 
 const char* SendResult::KindName() const {
@@ -13,7 +15,8 @@ const char* SendResult::KindName() const {
 }
 
 Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
-  auto j = nlohmann::json::parse(body, nullptr, false);
+  nlohmann::json j;
+  if (!ParseJson(body, j)) return Status::Invalid("job: not valid JSON");
   if (!j.is_object()) return Status::Invalid("job: not a JSON object");
   auto str = [&](const char* key, std::string& dst) {
     auto it = j.find(key);

@@ -4,6 +4,7 @@
 #include <set>
 #include <unordered_set>
 
+#include "core/json_parse.h"
 #include "core/time.h"
 #include "core/utf8.h"
 
@@ -136,8 +137,8 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
   if (NestingDepth(body, limits.max_depth) > limits.max_depth) {
     return Invalid{"body", "JSON nested deeper than " + std::to_string(limits.max_depth) + " levels"};
   }
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
+  json doc;
+  if (!ParseJson(body, doc, limits.max_depth)) {
     // Parse again only to get the parser's description of where it failed.
     try {
       json ignored = json::parse(body);

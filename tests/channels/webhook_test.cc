@@ -153,7 +153,21 @@ std::string HttpDate(std::chrono::system_clock::time_point t) {
 TEST_CASE("Webhook: HMAC-SHA256 matches RFC 4231 test case 2") {
   CHECK(HmacSha256Hex("Jefe", "what do ya want for nothing?") ==
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-  CHECK(HmacSha256Hex("", "").size() == 64);
+  CHECK(HmacSha256Hex("", "") == "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}
+
+TEST_CASE("Webhook: HMAC-SHA256 follows a change of key and repeats of the same one") {
+  const std::string case1_key(20, '\x0b');  // RFC 4231 test case 1
+  const char* case1 = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+  const char* case2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  for (int round = 0; round < 3; ++round) {
+    CHECK(HmacSha256Hex(case1_key, "Hi There") == case1);
+    CHECK(HmacSha256Hex(case1_key, "Hi There") == case1);
+    CHECK(HmacSha256Hex("Jefe", "what do ya want for nothing?") == case2);
+  }
+  std::string from_thread;
+  std::thread([&] { from_thread = HmacSha256Hex("Jefe", "what do ya want for nothing?"); }).join();
+  CHECK(from_thread == case2);
 }
 
 TEST_CASE("Webhook: address classification") {
