@@ -16,6 +16,11 @@ Consumer::Consumer(Options options, Handler handler)
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
+Consumer::Consumer(Options options, BatchHandler handler)
+    : options_(std::move(options)), batch_handler_(std::move(handler)), conn_(options_.connect) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
 Consumer::~Consumer() {
   Stop(Millis(0));
   if (wake_fd_ >= 0) ::close(wake_fd_);
@@ -131,6 +136,18 @@ void Consumer::ApplySettles() {
 }
 
 bool Consumer::ReadFrames() {
+  const bool ok = ReadAvailableFrames();
+  // Whatever was read goes to the handler, even when the connection then failed: its settles are
+  // void (another generation) and the broker delivers it again, exactly as one by one.
+  if (!batch_.empty()) {
+    std::vector<Delivery> batch;
+    batch.swap(batch_);
+    batch_handler_(batch);
+  }
+  return ok;
+}
+
+bool Consumer::ReadAvailableFrames() {
   for (int i = 0; i < 1024; ++i) {
     amqp_frame_t frame;
     Status s = conn_.ReadFrame(frame);
@@ -165,6 +182,8 @@ bool Consumer::ReadFrames() {
           // Arrived after we asked to stop: give it straight back.
           outstanding_.erase(delivery.tag);
           conn_.CheckCode(amqp_basic_reject(conn_.state(), Connection::kChannel, delivery.tag, 1), "reject");
+        } else if (batch_handler_) {
+          batch_.push_back(std::move(delivery));
         } else {
           handler_(std::move(delivery));
         }

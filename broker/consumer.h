@@ -34,6 +34,10 @@ class Consumer {
  public:
   // Runs on the consumer thread. Must not block for long (hand work off); it must not call Stop().
   using Handler = std::function<void(Delivery&&)>;
+  // The same for every delivery that had arrived when the thread read its connection (in order,
+  // at most 1,024): a handler that does something once per batch (one store read for all) takes
+  // this form. It owns what it is given.
+  using BatchHandler = std::function<void(std::vector<Delivery>&)>;
 
   struct Options {
     ConnectOptions connect;
@@ -48,6 +52,7 @@ class Consumer {
   };
 
   Consumer(Options options, Handler handler);
+  Consumer(Options options, BatchHandler handler);
   ~Consumer();  // Stop(0)
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
@@ -76,11 +81,14 @@ class Consumer {
   void Run();
   Status Connect();
   bool ReadFrames();
+  bool ReadAvailableFrames();
   void ApplySettles();
   void Wake();
 
   Options options_;
-  Handler handler_;
+  Handler handler_;            // one of these two
+  BatchHandler batch_handler_;
+  std::vector<Delivery> batch_;  // consumer thread: what ReadFrames read for batch_handler_
   Connection conn_;
   std::thread thread_;
   int wake_fd_ = -1;

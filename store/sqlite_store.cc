@@ -127,6 +127,7 @@ constexpr int kPurgeChunk = 10000;
 enum Stmt {
   kBegin,
   kCommit,
+  kBeginRead,
   kRollback,
   kGetPrefs,
   kGetPrefsBatch,
@@ -171,8 +172,8 @@ enum Stmt {
 
 // Prepared on the reader connection too: the reads of the hot path (preference cache misses, the
 // sent check before every delivery).
-constexpr Stmt kReaderStmts[] = {kGetPrefs,           kGetPrefsBatch,    kWasSent,
-                                 kPrefsChangesSince, kPrefsChangesHead, kPrefsPage};
+constexpr Stmt kReaderStmts[] = {kGetPrefs,         kGetPrefsBatch, kWasSent,  kPrefsChangesSince,
+                                 kPrefsChangesHead, kPrefsPage,     kBeginRead, kCommit};
 
 // Column lists shared by the statements that read rows back and the functions that decode them
 // (ReadInbox, ReadDeadLetter): the order here is the order those read.
@@ -205,6 +206,7 @@ std::string StmtSql(Stmt id) {
     // by another connection (another heraldd on the same file) between its read and its write.
     case kBegin: return "BEGIN IMMEDIATE";
     case kCommit: return "COMMIT";
+    case kBeginRead: return "BEGIN";  // deferred: the reader's snapshot starts at its first read
     case kRollback: return "ROLLBACK";
     case kGetPrefs: return "SELECT doc FROM preferences WHERE user_id = ?1";
     case kGetPrefsBatch: return BatchSql();
@@ -897,6 +899,38 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return ReadError("WasSent");
     sent = rc == SQLITE_ROW;
     return Status::Ok();
+  }
+
+  // One read transaction for the whole batch: one snapshot and one round of WAL locks instead of
+  // one per id, and the index pages the first lookup read serve the rest (recent ids share them).
+  Status WasSent(const std::vector<std::string>& ids, std::vector<bool>& sent) override {
+    sent.assign(ids.size(), false);
+    if (ids.empty()) return Status::Ok();
+    std::lock_guard lock(ReadMutex());
+    const bool txn = rdb_ != nullptr && ids.size() > 1;
+    if (txn) {
+      Use begin(rstmts_[kBeginRead]);
+      if (sqlite3_step(begin.get()) != SQLITE_DONE) return ReadError("WasSent");
+    }
+    Status result = Status::Ok();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      Use q(ReadStmt(kWasSent));
+      int rc = BindText(q, 1, ids[i]) ? sqlite3_step(q.get()) : SQLITE_ERROR;
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        result = ReadError("WasSent");
+        break;
+      }
+      sent[i] = rc == SQLITE_ROW;
+    }
+    if (txn) {
+      Use commit(rstmts_[kCommit]);
+      if (sqlite3_step(commit.get()) != SQLITE_DONE) {
+        if (result.ok()) result = ReadError("WasSent");
+        commit.Release();
+        sqlite3_exec(rdb_, "ROLLBACK", nullptr, nullptr, nullptr);  // never leave the snapshot open
+      }
+    }
+    return result;
   }
 
   Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) override {

@@ -197,6 +197,17 @@ class Store {
 
   // ---- delivery idempotency ----
   virtual Status WasSent(const std::string& delivery_id, bool& sent) = 0;
+  // The same for several ids at once (sent[i] for ids[i]), in one read transaction where the store
+  // has them: a worker checks a whole batch of jobs read from its queue with one.
+  virtual Status WasSent(const std::vector<std::string>& ids, std::vector<bool>& sent) {
+    sent.assign(ids.size(), false);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      bool one = false;
+      if (Status s = WasSent(ids[i], one); !s.ok()) return s;
+      sent[i] = one;
+    }
+    return Status::Ok();
+  }
   // Idempotent; the first record stays.
   virtual Status RecordSent(const std::string& delivery_id, const std::string& channel, SystemTime at) = 0;
   // Deletes records sent before `before` (no redelivery of their jobs can still arrive).

@@ -91,13 +91,17 @@ ChannelWorker::ChannelWorker(const Config& config, std::string channel, Channel&
   // hand-off to the pool would cost more than the job. So is an asynchronous one: its sends
   // start there and finish on the channel's thread.
   const bool inline_jobs = (impl_.DeliversByWrite() && channel_config_.rate == 0) || async_;
-  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this, inline_jobs](broker::Delivery&& d) {
-    if (inline_jobs) return Process(d);
+  consumer_ = std::make_unique<broker::Consumer>(std::move(o), [this, inline_jobs](std::vector<broker::Delivery>& batch) {
+    if (inline_jobs) return ProcessBatch(batch);
     {
       std::lock_guard lock(mu_);
-      queue_.push_back(std::move(d));
+      for (broker::Delivery& d : batch) queue_.push_back(std::move(d));
     }
-    cv_.notify_one();
+    if (batch.size() == 1) {
+      cv_.notify_one();
+    } else {
+      cv_.notify_all();
+    }
   });
 }
 
@@ -162,8 +166,38 @@ void ChannelWorker::Process(broker::Delivery& d) {
   }
   bool sent = false;
   // A channel that delivers by a write needs no sent check: its write is keyed by the notification
-  // (the inbox entry), so a repeat writes nothing (Record).
-  if (Status s = impl_.DeliversByWrite() ? Status::Ok() : store_.WasSent(job.delivery_id, sent); s.ok() && sent) {
+  // (the inbox entry), so a repeat writes nothing (Record). (A failed check sends: at least once.)
+  if (Status s = impl_.DeliversByWrite() ? Status::Ok() : store_.WasSent(job.delivery_id, sent); !s.ok()) {
+    sent = false;
+  }
+  Proceed(d, job, sent);
+}
+
+void ChannelWorker::ProcessBatch(std::vector<broker::Delivery>& batch) {
+  if (batch.size() == 1 || impl_.DeliversByWrite()) {
+    for (broker::Delivery& d : batch) Process(d);
+    return;
+  }
+  std::vector<DeliveryJob> jobs(batch.size());
+  std::vector<std::string> ids;  // ids[k]: the job of batch[at[k]]
+  std::vector<size_t> at;
+  ids.reserve(batch.size());
+  at.reserve(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (Status s = DeliveryJob::Parse(batch[i].message.body, jobs[i]); !s.ok()) {
+      GiveUp(batch[i], jobs[i], "invalid_job", s.message());
+      continue;
+    }
+    ids.push_back(jobs[i].delivery_id);
+    at.push_back(i);
+  }
+  std::vector<bool> sent;
+  if (!store_.WasSent(ids, sent).ok()) sent.assign(ids.size(), false);  // as in Process: at least once
+  for (size_t k = 0; k < at.size(); ++k) Proceed(batch[at[k]], jobs[at[k]], sent[k]);
+}
+
+void ChannelWorker::Proceed(broker::Delivery& d, DeliveryJob& job, bool sent) {
+  if (sent) {
     spdlog::debug("worker {}: {} was already sent; not again", channel_, job.delivery_id);
     Deliveries().With({channel_, "skipped"}).Inc();
     return consumer_->Ack({d.tag, d.generation});

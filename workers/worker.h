@@ -51,6 +51,10 @@ class ChannelWorker {
  private:
   void Work();
   void Process(broker::Delivery& d);
+  // Jobs taken on the consumer's thread: all parsed, then one sent check for the batch.
+  void ProcessBatch(std::vector<broker::Delivery>& batch);
+  // A parsed job after its sent check (`sent`: recorded as sent before, so acked, not sent again).
+  void Proceed(broker::Delivery& d, DeliveryJob& job, bool sent);
   // The job, once sent (or refused without a request): recorded, retried, handed on.
   void Sent(broker::Delivery& d, DeliveryJob& job, const SendResult& r, std::chrono::steady_clock::duration took);
   // Asynchronous channels: queues `job` (if any; `finished`: a send ended) and starts queued jobs

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -80,6 +81,36 @@ TEST_CASE("Consumer: prefetch bounds unsettled deliveries and acks free the wind
   settler.join();
   CHECK(WaitFor([&] { return Total(vhost) == 0; }, 10s));
   consumer.Stop(1s);
+}
+
+TEST_CASE("Consumer: a batch handler gets every delivery once, in order, several at a time") {
+  Vhost vhost("cons-batch");
+  Fill(vhost, 200);
+  std::mutex mu;
+  std::vector<std::string> bodies;
+  size_t batches = 0, largest = 0;
+  std::unique_ptr<broker::Consumer> consumer;
+  consumer = std::make_unique<broker::Consumer>(Options(vhost, 100), [&](std::vector<broker::Delivery>& batch) {
+    std::lock_guard l(mu);
+    ++batches;
+    largest = std::max(largest, batch.size());
+    for (broker::Delivery& d : batch) {
+      bodies.push_back(d.message.body);
+      consumer->Ack({d.tag, d.generation});
+    }
+  });
+  consumer->Start();
+  REQUIRE(WaitFor([&] {
+    std::lock_guard l(mu);
+    return bodies.size() == 200;
+  }, 10s));
+  CHECK(WaitFor([&] { return consumer->Unsettled() == 0 && Total(vhost) == 0; }, 10s));
+  std::lock_guard l(mu);
+  for (size_t i = 0; i < bodies.size(); ++i) CHECK(bodies[i] == std::to_string(i));
+  INFO(batches << " batches, the largest " << largest);
+  CHECK(largest > 1);  // the queue was full: reads found many deliveries waiting
+  CHECK(batches < 200);
+  consumer->Stop(1s);
 }
 
 TEST_CASE("Consumer: a rejected delivery with requeue comes back marked redelivered") {

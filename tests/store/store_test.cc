@@ -788,6 +788,26 @@ TEST_CASE("Store: marking inbox entries read, one or all, and counting unread", 
   CHECK(changed == 0);
 }
 
+TEST_CASE("Store: a batch of sent checks answers each id, and ends its snapshot", "[store]") {
+  TempStore store("sent-batch");
+  REQUIRE(store->RecordSent("d-1", "webhook", kT0).ok());
+  REQUIRE(store->RecordSent("d-3", "webhook", kT0).ok());
+  std::vector<bool> sent;
+  REQUIRE(store->WasSent(std::vector<std::string>{"d-1", "d-2", "d-3", "d-1", "d-4"}, sent).ok());
+  CHECK(sent == std::vector<bool>{true, false, true, true, false});
+  REQUIRE(store->WasSent(std::vector<std::string>{}, sent).ok());
+  CHECK(sent.empty());
+  REQUIRE(store->WasSent(std::vector<std::string>{"d-3"}, sent).ok());
+  CHECK(sent == std::vector<bool>{true});
+  // A record made after a batch is seen by the next one: the batch's read transaction ended.
+  REQUIRE(store->RecordSent("d-2", "webhook", kT0).ok());
+  REQUIRE(store->WasSent(std::vector<std::string>{"d-2", "d-4"}, sent).ok());
+  CHECK(sent == std::vector<bool>{true, false});
+  bool one = false;
+  REQUIRE(store->WasSent("d-2", one).ok());
+  CHECK(one);
+}
+
 TEST_CASE("Store: sent deliveries are recorded once and remembered", "[store]") {
   TempStore store("sent");
   bool sent = true;

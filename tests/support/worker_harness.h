@@ -156,6 +156,12 @@ struct WorkerHarness {
                                       10s)
                 .ok());
   }
+  void PublishRaw(const std::string& channel, const std::string& body) {
+    REQUIRE(publisher->PublishAndWait({broker::kDeliverExchange, channel, body, nlohmann::json::object(), "application/json",
+                                       "d-raw", true, true},
+                                      10s)
+                .ok());
+  }
   Vhost vhost;
   Config config;
   std::string dir;

@@ -176,6 +176,35 @@ TEST_CASE("Worker: a delivery id recorded as sent is never sent again") {
   CHECK(ch.Calls()[0].delivery_id == DeliveryId("evt-w", "u-2", "webhook", SystemTime{}));
 }
 
+TEST_CASE("Worker: jobs taken as a batch are checked together: the ones recorded as sent are not sent again") {
+  // Queued before the worker starts, so its consumer reads them in batches (one sent check each).
+  WorkerHarness h("worker-idem-batch");
+  h.config.channels["webhook"].prefetch = 100;
+  AsyncScriptedChannel ch({});
+  std::vector<std::string> expected;
+  for (int i = 0; i < 30; ++i) {
+    json job = Job("webhook", "u-" + std::to_string(i));
+    if (i % 3 == 0) {
+      REQUIRE(h.store->RecordSent(job["delivery_id"], "webhook", SystemClock::Instance().Now()).ok());
+    } else {
+      expected.push_back(job["delivery_id"]);
+    }
+    h.PublishJob("webhook", job);
+    if (i == 10) h.PublishRaw("webhook", "{not json");  // refused alone; the rest of its batch goes on
+  }
+  auto w = h.Worker("webhook", ch);
+  REQUIRE(WaitFor([&] { return ch.Calls().size() == expected.size(); }, 10s));
+  Peek peek(h.vhost.url());
+  CHECK(WaitFor([&] { return peek.Depth("herald.deliver.webhook") == 0; }, 5s));
+  std::this_thread::sleep_for(300ms);
+  std::vector<std::string> called;
+  for (const auto& c : ch.Calls()) called.push_back(c.delivery_id);
+  std::sort(called.begin(), called.end());
+  std::sort(expected.begin(), expected.end());
+  CHECK(called == expected);  // each unsent job once, none of the sent ones
+  CHECK(WaitFor([&] { return peek.Depth("herald.dlq") == 1; }, 5s));  // the broken one, dead-lettered
+}
+
 namespace {
 
 template <typename ScriptedKind>
