@@ -1,7 +1,10 @@
 #include "broker/amqp.h"
 
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -185,6 +188,13 @@ Status Connection::ReadFrame(amqp_frame_t& frame) {
   if (rc == AMQP_STATUS_TIMEOUT) return Status::Timeout("no frame");
   MarkBroken();
   return Status::Unavailable(std::string("connection lost: ") + amqp_error_string2(rc));
+}
+
+void Connection::Cork(bool on) {
+  if (!state_) return;
+  const int fd = amqp_get_sockfd(state_);
+  const int v = on ? 1 : 0;
+  if (fd >= 0) ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v);
 }
 
 std::string Connection::AnswerClose(const amqp_frame_t& frame) {

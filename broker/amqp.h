@@ -82,6 +82,12 @@ class Connection {
   // Replies to a server-initiated channel.close/connection.close and describes it.
   std::string AnswerClose(const amqp_frame_t& frame);
 
+  // While corked (TCP_CORK), the kernel holds what is written until uncorked or a full segment is
+  // ready: a batch of publishes or acks leaves as a few segments instead of one per message (each
+  // segment costs a pass through the TCP stack here and a read in the broker). Uncorking sends
+  // what is held at once.
+  void Cork(bool on);
+
  private:
   ConnectOptions options_;
   amqp_connection_state_t state_ = nullptr;

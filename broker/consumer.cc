@@ -99,6 +99,15 @@ void Consumer::ApplySettles() {
     batch.swap(settles_);
   }
   if (batch.empty() || !conn_.IsOpen()) return;
+  // Several frames leave together (one segment), not one segment each; uncorked on every return.
+  struct Corked {
+    Connection& c;
+    const bool on;
+    ~Corked() {
+      if (on && c.IsOpen()) c.Cork(false);
+    }
+  } corked{conn_, batch.size() > 1};
+  if (corked.on) conn_.Cork(true);
   std::vector<uint64_t> acks;
   for (const Settle& s : batch) {
     // A settle for an earlier connection is void: the broker has requeued that delivery.

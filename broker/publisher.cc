@@ -106,6 +106,8 @@ bool Publisher::SendQueued() {
   amqp_pool_t pool;
   init_amqp_pool(&pool, 4096);
   bool ok = true;
+  const bool cork = batch.size() > 1;  // the batch leaves in as few TCP segments as fit it
+  if (cork) conn_.Cork(true);
   while (!batch.empty()) {
     Item& item = batch.front();
     amqp_basic_properties_t props;
@@ -124,6 +126,7 @@ bool Publisher::SendQueued() {
     inflight_.push_back(std::move(item));
     batch.pop_front();
   }
+  if (cork && conn_.IsOpen()) conn_.Cork(false);
   if (inflight_.size() > max_inflight_.load()) max_inflight_ = inflight_.size();
   empty_amqp_pool(&pool);
   if (!batch.empty()) {
