@@ -16,7 +16,8 @@ const char* SendResult::KindName() const {
 
 Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
   nlohmann::json j;
-  if (!ParseJson(body, j)) return Status::Invalid("job: not valid JSON");
+  JsonMemberTexts texts;
+  if (!ParseJson(body, j, kJsonMaxDepth, &texts)) return Status::Invalid("job: not valid JSON");
   if (!j.is_object()) return Status::Invalid("job: not a JSON object");
   auto str = [&](const char* key, std::string& dst) {
     auto it = j.find(key);
@@ -43,7 +44,13 @@ Status DeliveryJob::Parse(const std::string& body, DeliveryJob& out) {
   take("data", job.data, nlohmann::json::object());
   take("fallback", job.fallback, nlohmann::json::array());
   if (!job.fallback.is_array()) job.fallback = nlohmann::json::array();
-  if (!job.event.is_object()) job.event = nlohmann::json::object();
+  if (!job.event.is_object()) {
+    job.event = nlohmann::json::object();
+  } else {
+    job.event_text = texts.Find("event");
+  }
+  job.content_text = texts.Find("content");
+  job.data_text = texts.Find("data");
   out = std::move(job);
   return Status::Ok();
 }

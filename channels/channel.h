@@ -47,6 +47,9 @@ struct DeliveryJob {
   nlohmann::json content;   // rendered template fields
   nlohmann::json data;      // the event's vars
   nlohmann::json fallback;  // array of {channel, delivery_id, locale, contact, content}
+  // The compact JSON text of event, content and data as received, when Parse had it (empty: write
+  // the parsed value): a channel that passes them on unchanged need not serialise them again.
+  std::string event_text, content_text, data_text;
 
   // Parses a job body; Invalid names what is missing.
   static Status Parse(const std::string& body, DeliveryJob& out);

@@ -14,8 +14,8 @@ using nlohmann::json;
 
 class Reader {
  public:
-  Reader(std::string_view text, size_t max_depth)
-      : p_(text.data()), end_(text.data() + text.size()), max_depth_(max_depth) {}
+  Reader(std::string_view text, size_t max_depth, JsonMemberTexts* texts)
+      : p_(text.data()), end_(text.data() + text.size()), max_depth_(max_depth), texts_(texts) {}
 
   bool Document(json& out) {
     // A byte order mark, and only a whole one, may open the text (as nlohmann allows).
@@ -33,7 +33,9 @@ class Reader {
 
  private:
   void SkipSpace() {
+    const char* from = p_;
     while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+    if (p_ != from) ++spaces_;
   }
 
   bool Literal(const char* word, size_t n) {
@@ -88,8 +90,17 @@ class Reader {
       ++p_;
       SkipSpace();
       json value;
+      const char* value_at = p_;
+      const size_t spaces = spaces_, repeats = repeats_;
       if (!Value(value, depth)) return false;
-      members.insert_or_assign(std::move(key), std::move(value));  // a repeated key: the last wins
+      if (texts_ && depth == 1 && spaces_ == spaces && repeats_ == repeats) {
+        texts_->members.emplace_back(key, std::string_view(value_at, static_cast<size_t>(p_ - value_at)));
+      }
+      // A repeated key: the last wins.
+      if (!members.insert_or_assign(std::move(key), std::move(value)).second) {
+        ++repeats_;
+        if (depth == 1) top_repeated_ = true;
+      }
       SkipSpace();
       if (p_ == end_) return false;
       if (*p_ == ',') {
@@ -309,13 +320,26 @@ class Reader {
   const char* p_;
   const char* const end_;
   const size_t max_depth_;
+  JsonMemberTexts* const texts_;
+  size_t spaces_ = 0;   // runs of white space skipped so far
+  size_t repeats_ = 0;  // repeated object keys so far
+  bool top_repeated_ = false;
+
+ public:
+  bool TopLevelRepeated() const { return top_repeated_; }
 };
 
 }  // namespace
 
-bool ParseJson(std::string_view text, nlohmann::json& out, size_t max_depth) {
-  Reader reader(text, max_depth);
-  if (reader.Document(out)) return true;
+bool ParseJson(std::string_view text, nlohmann::json& out, size_t max_depth, JsonMemberTexts* texts) {
+  if (texts) texts->members.clear();
+  Reader reader(text, max_depth, texts);
+  if (reader.Document(out)) {
+    // A top-level key seen twice would leave two texts for one value: none is listed.
+    if (texts && reader.TopLevelRepeated()) texts->members.clear();
+    return true;
+  }
+  if (texts) texts->members.clear();
   out = nlohmann::json(nlohmann::json::value_t::discarded);
   return false;
 }

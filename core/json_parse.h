@@ -17,12 +17,32 @@
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace herald {
 
 constexpr size_t kJsonMaxDepth = 512;
 
-bool ParseJson(std::string_view text, nlohmann::json& out, size_t max_depth = kJsonMaxDepth);
+// Where each member of a top-level object is in the text: for a caller that passes a member on
+// unchanged (the webhook body carries the job's event, content and data) and need not write the
+// parsed value out again. A member is listed only if its text is compact (no white space outside
+// strings) and repeats no key, so it is the same value as the parsed one; the keys of the top
+// level are not repeated either, or nothing is listed.
+struct JsonMemberTexts {
+  std::vector<std::pair<std::string, std::string_view>> members;  // (key, value text), in order
+  // The text of `key`'s value, or empty.
+  std::string_view Find(std::string_view key) const {
+    for (const auto& [k, v] : members) {
+      if (k == key) return v;
+    }
+    return {};
+  }
+};
+
+bool ParseJson(std::string_view text, nlohmann::json& out, size_t max_depth = kJsonMaxDepth,
+               JsonMemberTexts* texts = nullptr);
 
 }  // namespace herald

@@ -114,15 +114,24 @@ Status ValidateWebhookConfig(const WebhookConfig& c) {
 }
 
 std::string WebhookBody(const DeliveryJob& job) {
+  // The job's own text of a member when Parse kept it (the same value, already compact), else the
+  // parsed value written out.
+  std::string scratch[3];
+  auto text = [&](const std::string& kept, const json& value, std::string& spare) -> std::string_view {
+    if (!kept.empty()) return kept;
+    spare = Compact(value);
+    return spare;
+  };
   std::string out;
+  out.reserve(job.event_text.size() + job.content_text.size() + job.data_text.size() + 256);
   JsonWriter w(out);
   w.Open()
       .Json("delivery_id", Compact(job.delivery_id))
       .Json("notification_id", Compact(job.notification_id))
       .Json("user_id", Compact(job.user_id))
-      .Json("event", Compact(job.event))
-      .Json("content", Compact(job.content))
-      .Json("data", Compact(job.data))
+      .Json("event", text(job.event_text, job.event, scratch[0]))
+      .Json("content", text(job.content_text, job.content, scratch[1]))
+      .Json("data", text(job.data_text, job.data, scratch[2]))
       .Int("attempt", job.attempt)
       .Close();
   return out;

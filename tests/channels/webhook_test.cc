@@ -271,6 +271,39 @@ TEST_CASE("Webhook: the body is compact JSON of the job") {
         R"("data":{"amount":"12,00 €","note":"Grüße \"quoted\"\nline/two ✓"},"attempt":2})");
 }
 
+TEST_CASE("Webhook: a parsed job's body is the same whether its members' text is kept or written again") {
+  const DeliveryJob built = Job("https://hooks.example.org/u-1");
+  auto body_of = [](const json& doc) {
+    DeliveryJob parsed;
+    REQUIRE(DeliveryJob::Parse(doc.dump(), parsed).ok());
+    return parsed;
+  };
+  json doc = {{"v", 1},           {"delivery_id", built.delivery_id}, {"notification_id", built.notification_id},
+              {"user_id", "u-1"}, {"channel", "webhook"},             {"locale", "de"},
+              {"attempt", 2},     {"event", built.event},             {"contact", built.contact},
+              {"content", built.content}, {"data", built.data}};
+  // As the engine writes jobs (compact): the kept text is used, and gives the same bytes.
+  DeliveryJob kept = body_of(doc);
+  CHECK_FALSE(kept.event_text.empty());
+  CHECK_FALSE(kept.data_text.empty());
+  CHECK(WebhookBody(kept) == WebhookBody(built));
+  // A job written by hand with white space and a repeated key: the parsed value is written out.
+  const std::string spaced = R"({"delivery_id":"d-1","notification_id":"n-d-1","user_id":"u-1","channel":"webhook",)"
+                             R"("attempt":2,"event":{ "type" : "t" },"content":{},"data":{"k":1,"k":2}})";
+  DeliveryJob hand;
+  REQUIRE(DeliveryJob::Parse(spaced, hand).ok());
+  CHECK(hand.event_text.empty());
+  CHECK(hand.data_text.empty());
+  CHECK(hand.content_text == "{}");
+  CHECK(WebhookBody(hand) == R"({"delivery_id":"d-1","notification_id":"n-d-1","user_id":"u-1","event":{"type":"t"},)"
+                             R"("content":{},"data":{"k":2},"attempt":2})");
+  // An event that is not an object is replaced by {}: its text is not used.
+  DeliveryJob odd;
+  REQUIRE(DeliveryJob::Parse(R"({"delivery_id":"d","notification_id":"n","user_id":"u","channel":"webhook","event":[1]})", odd).ok());
+  CHECK(odd.event_text.empty());
+  CHECK(WebhookBody(odd).find(R"("event":{})") != std::string::npos);
+}
+
 TEST_CASE("Webhook: a contact without a usable URL is permanent") {
   WebhookChannel ch(LocalConfig());
   auto send = [&](const json& contact) {

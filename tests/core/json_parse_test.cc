@@ -58,6 +58,23 @@ void Agree(const std::string& text) {
   }
 }
 
+// White space between tokens (not inside a string).
+bool SpacedOutsideStrings(std::string_view text) {
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      return true;
+    }
+  }
+  return false;
+}
+
 const std::vector<std::string>& Seeds() {
   static const std::vector<std::string> seeds = {
       R"({"v":1,"delivery_id":"d-19ab2f3c4d17ed5969d728d4298cbba9","notification_id":"n-19ab2f3c4d125435176961123f0abe74",)"
@@ -128,8 +145,16 @@ TEST_CASE("ParseJson: agrees with nlohmann on thousands of damaged documents") {
       }
     }
     json ours;
-    const bool ok = ParseJson(s, ours);
+    JsonMemberTexts texts;
+    const bool ok = ParseJson(s, ours, kJsonMaxDepth, &texts);
     const json theirs = json::parse(s, nullptr, false);
+    // Every member text listed is the text of that member's value.
+    for (const auto& [key, text] : texts.members) {
+      json member;
+      if (!ParseJson(text, member) || !ours.contains(key) || !Same(member, ours[key]) || SpacedOutsideStrings(text)) {
+        FAIL("member text of " << key << " is not its compact value: " << text);
+      }
+    }
     const bool nul = s.find('\0') != std::string::npos;
     if (nul ? ok : (ok != !theirs.is_discarded() || (ok && !Same(ours, theirs)))) {
       Agree(s);  // reports the case
@@ -152,4 +177,28 @@ TEST_CASE("ParseJson: nesting deeper than the limit is refused, without exhausti
   CHECK_FALSE(ParseJson(std::string(100000, '{'), doc));
   CHECK(ParseJson("{\"a\":{\"b\":[1]}}", doc, 3));
   CHECK_FALSE(ParseJson("{\"a\":{\"b\":[1]}}", doc, 2));
+}
+
+TEST_CASE("ParseJson: the texts of a top-level object's members, when compact and unambiguous") {
+  json doc;
+  JsonMemberTexts texts;
+  const std::string text = R"({"a":{"x":1,"y":[true,null]},"b":[1, 2],"c":"s p","d":{"k":1,"k":2},"e":-1.5e3})";
+  REQUIRE(ParseJson(text, doc, kJsonMaxDepth, &texts));
+  CHECK(texts.Find("a") == R"({"x":1,"y":[true,null]})");
+  CHECK(texts.Find("b").empty());  // white space in it
+  CHECK(texts.Find("c") == R"("s p")");  // (inside a string is not white space between tokens)
+  CHECK(texts.Find("d").empty());  // a repeated key in it
+  CHECK(texts.Find("e") == "-1.5e3");
+  CHECK(texts.Find("missing").empty());
+  // White space between the top-level members does not matter.
+  REQUIRE(ParseJson(" { \"a\" : {\"x\":1} , \"b\":2 } ", doc, kJsonMaxDepth, &texts));
+  CHECK(texts.Find("a") == R"({"x":1})");
+  CHECK(texts.Find("b") == "2");
+  // A repeated top-level key: nothing is listed.
+  REQUIRE(ParseJson(R"({"a":{"x":1},"a":{"x":2}})", doc, kJsonMaxDepth, &texts));
+  CHECK(texts.members.empty());
+  REQUIRE(ParseJson(R"([{"a":1}])", doc, kJsonMaxDepth, &texts));
+  CHECK(texts.members.empty());
+  CHECK_FALSE(ParseJson(R"({"a":{"x":1},)", doc, kJsonMaxDepth, &texts));
+  CHECK(texts.members.empty());
 }
