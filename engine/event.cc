@@ -148,6 +148,10 @@ std::optional<Invalid> ParseEvent(std::string_view body, const EventLimits& limi
       size_t pos = what.find("parse error");
       return Invalid{"body", "not valid JSON: " + (pos == std::string::npos ? what : what.substr(pos))};
     }
+    // What nlohmann accepts and ParseJson does not: a NUL byte after the document (json_parse.h).
+    if (size_t nul = body.find('\0'); nul != std::string_view::npos) {
+      return Invalid{"body", "not valid JSON: a NUL byte at offset " + std::to_string(nul)};
+    }
     return Invalid{"body", "not valid JSON"};
   }
   if (!doc.is_object()) return Invalid{"body", std::string("must be a JSON object, not ") + JsonTypeName(doc)};

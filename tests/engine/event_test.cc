@@ -96,6 +96,7 @@ TEST_CASE("Event: malformed events are refused with the field and reason") {
       {"not UTF-8", raw("{\"id\":\"\xff\"}"), "body", "not valid UTF-8 (byte offset 7)"},
       {"not JSON", raw("{\"id\": "), "body", "not valid JSON"},
       {"trailing garbage", raw("{} {}"), "body", "not valid JSON"},
+      {"a NUL after the object", raw(std::string("{}\0{}", 5)), "body", "not valid JSON: a NUL byte at offset 2"},
       {"JSON array", raw("[1,2]"), "body", "must be a JSON object, not an array"},
       {"JSON string", raw("\"event\""), "body", "must be a JSON object, not a string"},
       {"nested too deep", raw(std::string(100, '[') + std::string(100, ']')), "body", "nested deeper than 32"},
