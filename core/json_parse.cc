@@ -70,18 +70,35 @@ class Reader {
     }
   }
 
-  bool Object(json& out, size_t depth) {
+  // Past the opening bracket of an object or array: false if too deep; `empty` if `close` follows.
+  bool Open(char close, size_t depth, bool& empty) {
     if (depth > max_depth_) return false;
-    ++p_;  // '{'
+    ++p_;
+    SkipSpace();
+    empty = p_ != end_ && *p_ == close;
+    if (empty) ++p_;
+    return true;
+  }
+
+  // After a member or an item: a comma (`more`) or the closing bracket; false for anything else.
+  bool Next(char close, bool& more) {
+    SkipSpace();
+    if (p_ == end_) return false;
+    more = *p_ == ',';
+    if (!more && *p_ != close) return false;
+    ++p_;
+    if (more) SkipSpace();
+    return true;
+  }
+
+  bool Object(json& out, size_t depth) {
     out = json::object();
     auto& members = out.get_ref<json::object_t&>();
-    SkipSpace();
-    if (p_ != end_ && *p_ == '}') {
-      ++p_;
-      return true;
-    }
+    bool empty = false, more = true;
+    if (!Open('}', depth, empty)) return false;
+    if (empty) return true;
     std::string key;
-    for (;;) {
+    while (more) {
       if (p_ == end_ || *p_ != '"') return false;
       key.clear();
       if (!String(key)) return false;
@@ -101,43 +118,22 @@ class Reader {
         ++repeats_;
         if (depth == 1) top_repeated_ = true;
       }
-      SkipSpace();
-      if (p_ == end_) return false;
-      if (*p_ == ',') {
-        ++p_;
-        SkipSpace();
-        continue;
-      }
-      if (*p_ != '}') return false;
-      ++p_;
-      return true;
+      if (!Next('}', more)) return false;
     }
+    return true;
   }
 
   bool Array(json& out, size_t depth) {
-    if (depth > max_depth_) return false;
-    ++p_;  // '['
     out = json::array();
     auto& items = out.get_ref<json::array_t&>();
-    SkipSpace();
-    if (p_ != end_ && *p_ == ']') {
-      ++p_;
-      return true;
-    }
-    for (;;) {
+    bool empty = false, more = true;
+    if (!Open(']', depth, empty)) return false;
+    if (empty) return true;
+    while (more) {
       items.emplace_back();
-      if (!Value(items.back(), depth)) return false;
-      SkipSpace();
-      if (p_ == end_) return false;
-      if (*p_ == ',') {
-        ++p_;
-        SkipSpace();
-        continue;
-      }
-      if (*p_ != ']') return false;
-      ++p_;
-      return true;
+      if (!Value(items.back(), depth) || !Next(']', more)) return false;
     }
+    return true;
   }
 
   static int Hex(char c) {
