@@ -109,6 +109,17 @@ constexpr size_t kBatchChunk = 500;
 // user (an event with one recipient, missing from the cache) cost 35-55 us of CPU instead of
 // 13-21 us (bench/README.md, end to end).
 constexpr size_t kBatchSmall = 8;
+// Process-wide SQLite settings, before SQLite's first use (sqlite3_config refuses them later; the
+// store works either way). MEMSTATUS off: SQLite otherwise counts every allocation under one
+// global mutex, which every connection of every thread takes on each malloc and free.
+void ConfigureSqliteOnce() {
+  static const bool done = [] {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    return true;
+  }();
+  (void)done;
+}
+
 // SqliteStore's checkpointer thread checkpoints the WAL each time this many frames were added
 // (SQLite's own default for its automatic checkpoint). A checkpoint running beside new writes
 // rarely finds the WAL complete, so the WAL could not start over from its beginning: once it
@@ -1159,8 +1170,8 @@ class SqliteStore final : public Store {
     }
     for (const TraceRecord& r : w.traces) {
       Use q(stmts_[kPutTrace]);
-      if (!BindText(q, 1, r.notification_id) || !BindText(q, 2, r.event_id) || !BindText(q, 3, r.event_type) ||
-          !BindText(q, 4, r.user_id) || !BindInt(q, 5, ToMillis(r.created_at)) || !BindText(q, 6, r.decision_json)) {
+      if (!BindKept(q, 1, r.notification_id) || !BindKept(q, 2, r.event_id) || !BindKept(q, 3, r.event_type) ||
+          !BindKept(q, 4, r.user_id) || !BindInt(q, 5, ToMillis(r.created_at)) || !BindKept(q, 6, r.decision_json)) {
         return Error("PutTraces");
       }
       if (Status s = Done(q, "PutTraces"); !s.ok()) return s;
@@ -1169,9 +1180,9 @@ class SqliteStore final : public Store {
       InboxEntry& entry = *w.inbox;
       {
         Use q(stmts_[kPutInbox]);
-        bool bound = BindText(q, 1, entry.notification_id) && BindText(q, 2, entry.user_id) &&
-                     BindText(q, 3, entry.event_id) && BindText(q, 4, entry.event_type) &&
-                     BindText(q, 5, entry.title) && BindText(q, 6, entry.body) && BindText(q, 7, entry.data_json) &&
+        bool bound = BindKept(q, 1, entry.notification_id) && BindKept(q, 2, entry.user_id) &&
+                     BindKept(q, 3, entry.event_id) && BindKept(q, 4, entry.event_type) &&
+                     BindKept(q, 5, entry.title) && BindKept(q, 6, entry.body) && BindKept(q, 7, entry.data_json) &&
                      BindInt(q, 8, ToMillis(entry.created_at));
         // Left unbound, ?9 is NULL: unread.
         if (bound && entry.read_at) bound = BindInt(q, 9, ToMillis(*entry.read_at));
@@ -1189,7 +1200,7 @@ class SqliteStore final : public Store {
       } else {
         // Inbox rows are never deleted, so the row found is the one that was already there.
         Use q(stmts_[kInboxSeq]);
-        if (!BindText(q, 1, entry.notification_id)) return Error("PutInbox");
+        if (!BindKept(q, 1, entry.notification_id)) return Error("PutInbox");
         int rc = sqlite3_step(q.get());
         if (rc == SQLITE_DONE) {
           return Status::Internal("store: PutInbox: inbox entry \"" + entry.notification_id +
@@ -1206,14 +1217,14 @@ class SqliteStore final : public Store {
       // writing it spares two index entries per in-app delivery (bench/README.md, ninth round).
       if (a.outcome == "sent" && !w.inbox) {
         Use q(stmts_[kRecordSent]);
-        if (!BindText(q, 1, a.delivery_id) || !BindText(q, 2, a.channel) || !BindInt(q, 3, ToMillis(a.at))) {
+        if (!BindKept(q, 1, a.delivery_id) || !BindKept(q, 2, a.channel) || !BindInt(q, 3, ToMillis(a.at))) {
           return Error("RecordAttempt");
         }
         if (Status s = Done(q, "RecordAttempt"); !s.ok()) return s;
       }
       Use q(stmts_[kPutAttempt]);
-      if (!BindText(q, 1, a.notification_id) || !BindText(q, 2, a.delivery_id) || !BindText(q, 3, a.channel) ||
-          !BindInt(q, 4, a.attempt) || !BindText(q, 5, a.outcome) || !BindText(q, 6, a.error) ||
+      if (!BindKept(q, 1, a.notification_id) || !BindKept(q, 2, a.delivery_id) || !BindKept(q, 3, a.channel) ||
+          !BindInt(q, 4, a.attempt) || !BindKept(q, 5, a.outcome) || !BindKept(q, 6, a.error) ||
           !BindInt(q, 7, ToMillis(a.at)) || !BindInt(q, 8, a.duration_ms)) {
         return Error("RecordAttempt");
       }
@@ -1222,7 +1233,7 @@ class SqliteStore final : public Store {
     if (!w.finish_event.empty()) {
       static_assert(kDedupInProgress == 0 && kDedupDone == 1, "the SQL of kDedupPut and kDedupFinish");
       Use q(stmts_[kDedupFinish]);
-      if (!BindText(q, 1, w.finish_event)) return Error("FinishEvent");
+      if (!BindKept(q, 1, w.finish_event)) return Error("FinishEvent");
       if (Status s = Done(q, "FinishEvent"); !s.ok()) return s;
     }
     return Status::Ok();
@@ -1235,7 +1246,7 @@ class SqliteStore final : public Store {
     static_assert(kDedupInProgress == 0, "the SQL of kDedupInsert and kDedupPut");
     auto put = [&](Stmt id) {
       Use q(stmts_[id]);
-      if (!BindText(q, 1, w.begin_event) || !BindInt(q, 2, now_ms) || !BindInt(q, 3, ToMillis(w.begin_expires_at))) {
+      if (!BindKept(q, 1, w.begin_event) || !BindInt(q, 2, now_ms) || !BindInt(q, 3, ToMillis(w.begin_expires_at))) {
         return Error("BeginEvent");
       }
       return Done(q, "BeginEvent");
@@ -1244,7 +1255,7 @@ class SqliteStore final : public Store {
     if (sqlite3_changes(db_) > 0) return BegunNew(w, now_ms);  // mu_ is held: no other statement ran since
     {
       Use q(stmts_[kDedupGet]);
-      if (!BindText(q, 1, w.begin_event)) return Error("BeginEvent");
+      if (!BindKept(q, 1, w.begin_event)) return Error("BeginEvent");
       int rc = sqlite3_step(q.get());
       if (rc == SQLITE_ROW && sqlite3_column_int64(q.get(), 1) > now_ms) {
         w.begin_state = sqlite3_column_int(q.get(), 0) == kDedupDone ? DedupState::kDone : DedupState::kInProgress;
@@ -1317,6 +1328,12 @@ class SqliteStore final : public Store {
   static bool BindText(const Use& q, int index, const std::string& value) {
     return sqlite3_bind_text64(q.get(), index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8) ==
            SQLITE_OK;
+  }
+
+  // SQLITE_STATIC: no copy. Only for a string that outlives the Use scope (a field of the write
+  // being applied): Use clears the bindings before the scope ends.
+  static bool BindKept(const Use& q, int index, const std::string& value) {
+    return sqlite3_bind_text64(q.get(), index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8) == SQLITE_OK;
   }
 
   static bool BindInt(const Use& q, int index, sqlite3_int64 value) {
@@ -1453,9 +1470,12 @@ Status OpenStore(const std::string& url, std::unique_ptr<Store>& out, const std:
   std::string path = url.substr(9);  // sqlite:///abs -> /abs ; sqlite://rel -> rel
   if (path.empty()) return Status::Invalid("store.url: no file path after sqlite://");
   if (Status s = MakeParents(path); !s.ok()) return Status::Unavailable("store " + path + ": " + s.message());
+  ConfigureSqliteOnce();
   sqlite3* db = nullptr;
   // The writing connection gathers each transaction's WAL frames into one write (store/wal_vfs.h).
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+  // NOMUTEX: the store's own mutex (mu_) already gives the connection to one thread at a time, so
+  // SQLite's per-connection mutex would only be taken and released around every call.
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            WalBufferVfs());
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
