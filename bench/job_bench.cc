@@ -4,6 +4,7 @@
 //   parse     DeliveryJob's JSON: ParseJson against nlohmann::json::parse
 //   body      the webhook body: the job's kept member texts against writing the parsed values out
 //   sign      HMAC-SHA256 of the body: the kept per-thread context against OpenSSL's one-shot HMAC()
+//   target    the contact's URL: the channel's cache of parsed targets against libcurl's parser
 // Run: build/bench_job [rounds]
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -58,6 +59,8 @@ int main(int argc, char** argv) {
   const std::string body = WebhookBody(kept);
   const std::string key = "bench-secret-0123456789";
 
+  WebhookTargetCache targets;
+
   struct Pair {
     const char* name;
     std::function<void()> before, after;
@@ -81,6 +84,15 @@ int main(int argc, char** argv) {
          sink += len;
        },
        [&] { sink += HmacSha256Hex(key, body).size(); }},
+      {"target",
+       [&] {
+         WebhookTarget t;
+         sink += ParseWebhookTarget(kept.contact, t).size() + t.url.size();
+       },
+       [&] {
+         WebhookTarget t;
+         sink += targets.Get(kept.contact, t).size() + t.url.size();
+       }},
   };
   for (int r = 0; r < rounds; ++r) {
     for (Pair& p : pairs) {

@@ -25,12 +25,6 @@ std::string Compact(const json& v) { return v.dump(-1, ' ', false, json::error_h
 // ---------------------------------------------------------------------------------------------
 // Target URL
 
-struct Target {
-  std::string url;   // normalised, host in punycode
-  std::string host;  // as curl resolves it: punycode, IPv6 without brackets
-  std::optional<Address> literal;  // the host is a numeric address
-};
-
 struct UrlDeleter {
   void operator()(CURLU* u) const { curl_url_cleanup(u); }
 };
@@ -45,8 +39,9 @@ std::optional<std::string> UrlPart(CURLU* u, CURLUPart part, unsigned flags) {
   return s;
 }
 
-// Empty on success, else what is wrong with the contact.
-std::string ParseTarget(const json& contact, Target& out) {
+}  // namespace
+
+std::string ParseWebhookTarget(const json& contact, WebhookTarget& out) {
   // (A std::string, not a const char*: GCC 12 warns falsely (-Warray-bounds) about string +
   // literal once this is inlined.)
   const std::string kExpected = " (the webhook channel needs {\"url\": \"https://...\"})";
@@ -92,6 +87,37 @@ std::string ParseTarget(const json& contact, Target& out) {
   }
   return "";
 }
+
+WebhookTargetCache::WebhookTargetCache(size_t capacity) : capacity_(std::max<size_t>(1, capacity)) {}
+
+std::string WebhookTargetCache::Get(const json& contact, WebhookTarget& out) {
+  const std::string* url = nullptr;
+  if (contact.is_object()) {
+    auto it = contact.find("url");
+    if (it != contact.end() && it->is_string()) url = &it->get_ref<const std::string&>();
+  }
+  if (url) {
+    std::lock_guard lock(mu_);
+    if (auto hit = targets_.find(*url); hit != targets_.end()) {
+      out = hit->second;
+      return "";
+    }
+  }
+  std::string problem = ParseWebhookTarget(contact, out);
+  if (problem.empty() && url) {  // (a bad URL is not kept: it costs its parse each time, and is rare)
+    std::lock_guard lock(mu_);
+    if (targets_.size() >= capacity_) targets_.clear();
+    targets_.emplace(*url, out);
+  }
+  return problem;
+}
+
+size_t WebhookTargetCache::Size() const {
+  std::lock_guard lock(mu_);
+  return targets_.size();
+}
+
+namespace {
 
 std::string Refusal(const std::string& host, const Address& a, const char* why) {
   std::string where = host == a.text ? a.text : host + " (resolves to " + a.text + ")";
@@ -209,8 +235,8 @@ void WebhookChannel::SendAsync(const DeliveryJob& job, SendDone done) {
 std::optional<SendResult> WebhookChannel::Prepare(const DeliveryJob& job, HttpRequest& q, std::string& host) const {
   if (!usable_.ok()) return UnusableChannel("webhook", usable_);
 
-  Target target;
-  if (std::string problem = ParseTarget(job.contact, target); !problem.empty()) {
+  WebhookTarget target;
+  if (std::string problem = targets_.Get(job.contact, target); !problem.empty()) {
     return SendResult::Permanent(problem);
   }
   // The SSRF guard: a numeric host is checked here; every address a name leads to is checked as

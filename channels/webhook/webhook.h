@@ -23,9 +23,11 @@
 // without a thread each (SendAsync), connections kept alive and, over TLS, HTTP/2 multiplexed.
 #pragma once
 
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "channels/channel.h"
 #include "channels/curl_support.h"    // ParseRetryAfter
@@ -47,6 +49,33 @@ struct WebhookConfig {
 // Invalid naming the key (channels.webhook.<key>) of the first unusable setting.
 Status ValidateWebhookConfig(const WebhookConfig& config);
 
+// Where a contact's webhook goes, from its URL.
+struct WebhookTarget {
+  std::string url;   // normalised, host in punycode
+  std::string host;  // as curl resolves it: punycode, IPv6 without brackets
+  std::optional<Address> literal;  // the host is a numeric address
+};
+
+// Reads {"url": "..."}: empty on success, else what is wrong with the contact (the text of a
+// permanent failure).
+std::string ParseWebhookTarget(const nlohmann::json& contact, WebhookTarget& out);
+
+// ParseWebhookTarget with the targets of recent URLs kept, so a user's URL is parsed once rather
+// than for every delivery (libcurl's URL parser and the three parts read back from it were about
+// a tenth of the webhook thread's time per job: bench/README.md, eleventh round). Only URLs that
+// parsed are kept, at most `capacity`; when full it starts over. Thread-safe.
+class WebhookTargetCache {
+ public:
+  explicit WebhookTargetCache(size_t capacity = 4096);
+  std::string Get(const nlohmann::json& contact, WebhookTarget& out);
+  size_t Size() const;
+
+ private:
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, WebhookTarget> targets_;
+};
+
 class WebhookChannel final : public Channel {
  public:
   explicit WebhookChannel(WebhookConfig config);
@@ -63,6 +92,7 @@ class WebhookChannel final : public Channel {
 
   WebhookConfig config_;
   Status usable_;    // ValidateWebhookConfig and curl's global initialisation
+  mutable WebhookTargetCache targets_;
   HttpMulti multi_;  // last: stopped (failing what still runs) while the rest is intact
 };
 

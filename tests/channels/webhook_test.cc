@@ -333,6 +333,35 @@ TEST_CASE("Webhook: a contact without a usable URL is permanent") {
   }
 }
 
+TEST_CASE("Webhook: the target cache gives what a fresh parse gives, keeps only good URLs and stays bounded") {
+  WebhookTargetCache cache(3);
+  auto same = [](const WebhookTarget& a, const WebhookTarget& b) {
+    return a.url == b.url && a.host == b.host && a.literal.has_value() == b.literal.has_value() &&
+           (!a.literal || a.literal->text == b.literal->text);
+  };
+  for (const char* url : {"http://127.0.0.1:8080/hook?a=1", "https://[::1]:9443/x", "https://Hooks.Example.org/u/1"}) {
+    INFO(url);
+    const json contact = {{"url", url}};
+    WebhookTarget fresh, first, again;
+    REQUIRE(ParseWebhookTarget(contact, fresh).empty());
+    REQUIRE(cache.Get(contact, first).empty());
+    REQUIRE(cache.Get(contact, again).empty());  // from the cache
+    CHECK(same(first, fresh));
+    CHECK(same(again, fresh));
+  }
+  CHECK(cache.Size() == 3);
+  WebhookTarget t;
+  CHECK(cache.Get({{"url", "https://hooks.example.org/u/1"}}, t).empty());  // normalised host: the same target
+  CHECK(t.host == "hooks.example.org");
+  CHECK(cache.Size() == 1);  // the fourth URL found the cache full: it started over
+  // A bad URL is refused every time with the same words, and never kept.
+  for (int i = 0; i < 2; ++i) {
+    CHECK_THAT(cache.Get({{"url", "ftp://hooks.example.org/x"}}, t), Contains("scheme \"ftp\" is not allowed"));
+    CHECK_THAT(cache.Get(json::array(), t), Contains("contact: not an object"));
+  }
+  CHECK(cache.Size() == 1);
+}
+
 TEST_CASE("Webhook: an internationalised host name is sent as punycode or refused clearly") {
   WebhookConfig c = LocalConfig();
   c.allow_private_targets = false;
