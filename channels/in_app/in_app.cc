@@ -10,7 +10,8 @@ void InAppChannel::PrepareWrite(const DeliveryJob& job, StoreWrite& write) {
   e.event_type = job.event.value("type", "");
   e.title = job.content.value("title", "");
   e.body = job.content.value("body", "");
-  e.data_json = job.data.dump();
+  // The job's own compact text of its data when Parse kept it (the same value; not written out again).
+  e.data_json = job.data_text.empty() ? job.data.dump() : job.data_text;
   e.created_at = clock_.Now();
 }
 
