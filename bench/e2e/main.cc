@@ -62,6 +62,7 @@ struct Options {
   double sustained_s = 20;
   double latency_s = 12;      // counted per system and latency level, over all its turns
   int turns = 3;              // latency: each level in this many turns per system, taken alternately
+  int sustained_turns = 3;    // sustained: this many closed-loop turns per system, taken alternately
   double warm_s = 2;          // not counted at the start of sustained phases
   double turn_warm_s = 1;     // not counted at the start of each latency turn
   long window = 4000;         // closed loop: events published and not yet fully delivered
@@ -85,11 +86,15 @@ void Usage() {
       "usage: bench_e2e [--quick] [--users N] [--seconds S] [--latency-seconds S] [--window N]\n"
       "                 [--fanout N,N] [--broker-dir DIR] [--out PREFIX] [--heraldd PATH] [--keep]\n"
       "                 [--queue-type quorum|classic] [--job-bytes N] [--webhook-concurrency N]\n"
-      "                 [--only herald|baseline] [--rates R,R,...] [--turns N] [--samples DIR]\n"
+      "                 [--only herald|baseline] [--rates R,R,...] [--turns N] [--sustained-turns N]\n"
+      "                 [--samples DIR]\n"
       "  --quick           20,000 users, 6 s sustained, 5 s per latency level, fan-out 10,000 only\n"
       "  --broker-dir DIR  use the node already running from DIR (scripts/broker.sh start DIR PORT)\n"
       "  --out PREFIX      write PREFIX.json and PREFIX.md (default bench_e2e)\n"
       "  --fanout N,N      fan-out phases to N recipients (0: none)\n"
+      "  --turns N         each latency level in N alternating turns per system (default 3)\n"
+      "  --sustained-turns N  the sustained phase in N alternating turns per system (default 3;\n"
+      "                    --seconds is the time counted per system, over all its turns)\n"
       "  --samples DIR     write every latency turn's deliveries to DIR/SYSTEM-PHASE.csv\n"
       "                    (send time in ms since the turn began and Unix ms, channel, latency in us)");
 }
@@ -599,6 +604,14 @@ std::string Markdown(const json& r) {
   }
   // The spread behind each pooled p99: the ratio turn by turn (Herald's turn against the
   // baseline's turn just before it).
+  if (const auto p = "/sustained/turns"_json_pointer; h.contains(p) && b.contains(p) && h.at(p).size() == b.at(p).size() &&
+                                                     h.at(p).size() > 1) {
+    md << "\nSustained events/s turn by turn, Herald / baseline:";
+    for (size_t t = 0; t < h.at(p).size(); ++t) {
+      md << (t ? ", " : " ") << RatioCell(h.at(p)[t].value("events_per_s", -1.0), b.at(p)[t].value("events_per_s", -1.0));
+    }
+    md << ".\n";
+  }
   for (size_t i = 0; i < h["latency"].size(); ++i) {
     const json& ht = h["latency"][i]["turns"];
     const json& bt = b["latency"][i]["turns"];
@@ -671,6 +684,72 @@ json Targets(const json& r) {
   return t;
 }
 
+// One result of several ClosedLoop turns of one system: rates over the sum of their counted
+// windows, per-event figures weighed by each turn's events, and the turns themselves.
+json PoolClosedLoops(const json& turns) {
+  double window_s = 0, events = 0, drain_s = 0;
+  int64_t published = 0, completed = 0, duplicates = 0, strays = 0;
+  bool drained = true;
+  std::map<std::string, double> per_event, busy_s, threads;  // sums of value x events (or x window)
+  double events_with_cpu = 0, events_with_disk = 0, window_with_cpu = 0;
+  for (const json& t : turns) {
+    const double w = t["window_s"].get<double>();
+    const double e = static_cast<double>(t["events_in_window"].get<int64_t>());
+    window_s += w;
+    events += e;
+    published += t["published"].get<int64_t>();
+    completed += t["completed"].get<int64_t>();
+    duplicates += t["duplicates"].get<int64_t>();
+    strays += t["strays"].get<int64_t>();
+    drained = drained && t["drained"].get<bool>();
+    drain_s = std::max(drain_s, t["drain_s"].get<double>());
+    if (t.contains("cpu_s_per_1000_events")) {
+      events_with_cpu += e;
+      window_with_cpu += w;
+      for (const auto& [k, v] : t["cpu_s_per_1000_events"].items()) per_event["cpu/" + k] += v.get<double>() * e;
+      per_event["switches"] += t["context_switches_per_event"].get<double>() * e;
+      for (const auto& [k, v] : t["cpu_cores_busy"].items()) busy_s[k] += v.get<double>() * w;
+      for (const auto& [k, v] : t["cpu_us_per_event_by_thread"].items()) threads[k] += v.get<double>() * e;
+    }
+    if (t.contains("disk_kb_written_per_event")) {
+      events_with_disk += e;
+      for (const auto& [k, v] : t["disk_kb_written_per_event"].items()) per_event["disk/" + k] += v.get<double>() * e;
+    }
+  }
+  json r = {{"phase", "sustained"},
+            {"turns", turns},
+            {"published", published},
+            {"completed", completed},
+            {"drained", drained},
+            {"drain_s", drain_s},
+            {"window_s", window_s},
+            {"events_in_window", static_cast<int64_t>(events)},
+            {"events_per_s", window_s > 0 ? events / window_s : 0},
+            {"deliveries_per_s", window_s > 0 ? 2 * events / window_s : 0},
+            {"duplicates", duplicates},
+            {"strays", strays}};
+  if (events_with_cpu > 0) {
+    json cpu = json::object(), busy = json::object(), by_thread = json::object();
+    for (const auto& [k, v] : per_event) {
+      if (k.rfind("cpu/", 0) == 0) cpu[k.substr(4)] = v / events_with_cpu;
+    }
+    for (const auto& [k, v] : busy_s) busy[k] = v / window_with_cpu;
+    for (const auto& [k, v] : threads) by_thread[k] = v / events_with_cpu;
+    r["cpu_s_per_1000_events"] = cpu;
+    r["context_switches_per_event"] = per_event["switches"] / events_with_cpu;
+    r["cpu_cores_busy"] = busy;
+    r["cpu_us_per_event_by_thread"] = by_thread;
+  }
+  if (events_with_disk > 0) {
+    json disk = json::object();
+    for (const auto& [k, v] : per_event) {
+      if (k.rfind("disk/", 0) == 0) disk[k.substr(5)] = v / events_with_disk;
+    }
+    r["disk_kb_written_per_event"] = disk;
+  }
+  return r;
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 bool ParseArgs(int argc, char** argv, Options& o) {
@@ -688,6 +767,7 @@ bool ParseArgs(int argc, char** argv, Options& o) {
       else if (a == "--seconds") o.sustained_s = std::stod(value()), sustained_set = true;
       else if (a == "--latency-seconds") o.latency_s = std::stod(value()), latency_set = true;
       else if (a == "--turns") o.turns = std::stoi(value());
+      else if (a == "--sustained-turns") o.sustained_turns = std::stoi(value());
       else if (a == "--window") o.window = std::stol(value());
       else if (a == "--fanout") {
         o.fanouts.clear();
@@ -727,6 +807,9 @@ bool ParseArgs(int argc, char** argv, Options& o) {
     o.warmup_events = 1000;
   }
   if (o.turns < 1 || o.latency_s <= 0) throw std::runtime_error("--turns and --latency-seconds must be positive");
+  if (o.sustained_turns < 1 || o.sustained_s <= 0) {
+    throw std::runtime_error("--sustained-turns and --seconds must be positive");
+  }
   if (!o.only.empty() && o.only != "herald" && o.only != "baseline") {
     throw std::runtime_error("--only must be herald or baseline");
   }
@@ -942,13 +1025,32 @@ int Main(int argc, char** argv) {
       say("warning: could not roll the broker's quorum WAL over (" + out + "); a roll-over may fall in a phase");
     }
   };
-  for (System* s : systems) {
-    if (!alive()) return fail("stopped");
-    roll_broker_wal();
-    say("sustained throughput: " + s->name + " (" + Fmt("%.0f", o.sustained_s) + " s, at most " +
-        std::to_string(o.window) + " events in flight)");
-    s->result["sustained"] = bench.ClosedLoop(*s, "sustained", o.sustained_s, 0);
-    say("  " + Fmt("%.0f", s->result["sustained"]["events_per_s"].get<double>()) + " events/s");
+  // The sustained phase in turns, the systems alternately and each pair in the other order than the
+  // one before (Herald, baseline, baseline, Herald, ...): the machine's speed drifts by a fifth or
+  // more over a minute here, and one window per system put all of a drift on one side of the ratio
+  // (bench/README.md, eleventh round). Each turn has its own uncounted start; the rate and the CPU
+  // per event are over all counted windows of a system.
+  {
+    const double turn_s = o.sustained_s / o.sustained_turns;
+    say("sustained throughput: " + std::to_string(o.sustained_turns) + " turn(s) of " + Fmt("%.1f", o.warm_s + turn_s) +
+        " s per system, at most " + std::to_string(o.window) + " events in flight");
+    std::vector<json> turns(2);
+    for (int t = 0; t < o.sustained_turns; ++t) {
+      std::vector<System*> order = systems;
+      if (t % 2 == 1) std::reverse(order.begin(), order.end());
+      for (System* s : order) {
+        if (!alive()) return fail("stopped");
+        roll_broker_wal();
+        json r = bench.ClosedLoop(*s, "sustained", o.warm_s + turn_s, 0);
+        say("  turn " + std::to_string(t + 1) + ", " + s->name + ": " + Fmt("%.0f", r["events_per_s"].get<double>()) +
+            " events/s");
+        turns[s == &herald ? 0 : 1].push_back(std::move(r));
+      }
+    }
+    for (System* s : systems) {
+      s->result["sustained"] = PoolClosedLoops(turns[s == &herald ? 0 : 1]);
+      say("  " + s->name + ": " + Fmt("%.0f", s->result["sustained"]["events_per_s"].get<double>()) + " events/s");
+    }
   }
   const double herald_rate = systems[0]->result["sustained"]["events_per_s"].get<double>();
   std::reverse(systems.begin(), systems.end());  // the baseline first from here on
