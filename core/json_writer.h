@@ -7,8 +7,9 @@
 
 namespace herald {
 
-// Appends `s` as a JSON string literal (quotes included), escaping what JSON requires.
-// REQUIRES: `s` is valid UTF-8 (Herald validates every input string).
+// Appends `s` as a JSON string literal (quotes included), escaping what JSON requires, the same
+// bytes as nlohmann's dump() of the string. REQUIRES: `s` is valid UTF-8 (Herald validates every
+// input string).
 void AppendJsonString(std::string& out, std::string_view s);
 
 class JsonWriter {

@@ -9,6 +9,7 @@
 #include "core/json_writer.h"
 #include "core/metrics.h"
 #include "core/thread_name.h"
+#include "core/utf8.h"
 #include "engine/decision.h"
 #include "engine/templates.h"
 
@@ -381,6 +382,61 @@ Status RenumberJobs(const std::string& event_id, SystemTime begun, std::vector<b
   return Status::Ok();
 }
 
+namespace {
+
+bool AllUtf8(std::initializer_list<std::string_view> texts) {
+  for (std::string_view t : texts) {
+    if (FindInvalidUtf8(t) != std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// What a job says of its event (docs/delivery-jobs.md), written directly: the same bytes as
+// nlohmann's dump of the object (its keys in order), without building the object first; once per
+// event, and bench_e2e's events have one recipient each. Text that is not UTF-8 (an event made in
+// the process, not parsed) is written by nlohmann, with U+FFFD for the bad bytes.
+std::string EventFragment(const Event& event, const EventTypeConfig& type) {
+  const std::string time = FormatRfc3339(event.time);
+  const std::string expires = event.expires_at ? FormatRfc3339(*event.expires_at) : "";
+  if (!AllUtf8({event.id, event.type, event.source, type.category})) {
+    nlohmann::json j = {{"id", event.id},       {"type", event.type},
+                        {"source", event.source}, {"time", time},
+                        {"priority", PriorityName(event.priority)},
+                        {"category", type.category}, {"critical", type.critical}};
+    if (event.expires_at) j["expires_at"] = expires;
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::string out;
+  out.reserve(160 + event.id.size() + event.type.size() + event.source.size());
+  JsonWriter w(out);
+  w.Open().Str("category", type.category).Bool("critical", type.critical);
+  if (event.expires_at) w.Str("expires_at", expires);
+  w.Str("id", event.id)
+      .Str("priority", PriorityName(event.priority))
+      .Str("source", event.source)
+      .Str("time", time)
+      .Str("type", event.type)
+      .Close();
+  return out;
+}
+
+// The rendered fields as a JSON object, the same way (TemplateFields is ordered by key).
+std::string FieldsFragment(const TemplateFields& fields) {
+  std::string out;
+  JsonWriter w(out);
+  w.Open();
+  for (const auto& [field, text] : fields) {
+    if (!AllUtf8({field, text})) {
+      return nlohmann::json(fields).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    w.Str(field, text);
+  }
+  w.Close();
+  return out;
+}
+
+}  // namespace
+
 Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std::string>& users, SystemTime begun,
                                       Batch& out) {
   const EventTypeConfig& type = config_.event_types.at(event.type);
@@ -397,15 +453,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
 
   // What is the same for every recipient is serialised once per batch; per recipient only ids,
   // contacts and the decision are written (docs/delivery-jobs.md has the format).
-  nlohmann::json event_json = {{"id", event.id},
-                               {"type", event.type},
-                               {"source", event.source},
-                               {"time", FormatRfc3339(event.time)},
-                               {"priority", PriorityName(event.priority)},
-                               {"category", type.category},
-                               {"critical", type.critical}};
-  if (event.expires_at) event_json["expires_at"] = FormatRfc3339(*event.expires_at);
-  const std::string event_fragment = event_json.dump();
+  const std::string event_fragment = EventFragment(event, type);
   const std::string data_fragment = event.vars.dump();
   struct Content {
     std::string locale;
@@ -419,8 +467,7 @@ Status NotificationEngine::BuildBatch(const Event& event, const std::vector<std:
     RenderedContent r;
     r.locale = locale;
     Render(type, channel, locale, config_.engine.default_locale, event.vars, r);  // NotFound: no content
-    nlohmann::json fields = r.fields;
-    return rendered.emplace(key, Content{r.locale, fields.dump()}).first->second;
+    return rendered.emplace(key, Content{r.locale, FieldsFragment(r.fields)}).first->second;
   };
   auto append_contact = [](std::string& o, const std::string& channel, const Preferences& p) {
     JsonWriter w(o);

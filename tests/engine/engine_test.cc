@@ -7,6 +7,7 @@
 #include <future>
 
 #include "broker/options.h"
+#include "core/json_parse.h"
 #include "core/metrics.h"
 #include "core/time.h"
 #include "engine/intake.h"
@@ -294,4 +295,47 @@ TEST_CASE("Engine: expired event ids are purged, and an id may then be used agai
   REQUIRE(store->BeginEvent("evt-a", clock.Now(), clock.Now() + std::chrono::minutes(1), state).ok());
   CHECK(state == Store::DedupState::kNew);
   engine.Stop();
+}
+
+TEST_CASE("Engine: a job's event and content are written as nlohmann writes their values, control characters and all") {
+  // (No broker: BuildBatch only; the publisher is never started.)
+  Config config = LoadConfig(SourceDir() + "/config/herald.yaml", {});
+  CheckTemplates(config);
+  TempDir dir("herald-engine-bytes");
+  std::unique_ptr<Store> store;
+  REQUIRE(OpenStore("sqlite://" + dir.path + "/herald.db", store, KnownChannels()).ok());
+  PutPrefs(*store, "u-1", {{"contacts", {{"email", "u1@example.org"}, {"webhook", "https://hooks.example.org/u-1"}}}});
+  PreferenceCache cache(*store, 100, Millis(60000), SystemClock::Instance());
+  LocalPresence presence{Millis(60000)};
+  broker::Publisher unused(broker::PublisherOptionsFor(config, "engine bytes test"));
+  NotificationEngine engine(config, *store, cache, presence, unused, SystemClock::Instance());
+
+  Event event;
+  event.id = "evt-\b\f\x01\"\\caf\xc3\xa9";
+  event.source = "/src\t\n\x1f/\xe2\x82\xac";
+  event.type = "billing.invoice.paid";
+  event.time = SystemClock::Instance().Now();
+  event.expires_at = event.time + std::chrono::hours(1);
+  event.vars = {{"amount", "12\b EUR\f \"\\ \x7f"}};
+  NotificationEngine::Batch batch;
+  REQUIRE(engine.BuildBatch(event, {"u-1"}, event.time, batch).ok());
+  std::set<std::string> channels;
+  for (const broker::Message& m : batch.jobs) {
+    json job;
+    JsonMemberTexts texts;
+    REQUIRE(ParseJson(m.body, job, kJsonMaxDepth, &texts));
+    channels.insert(job["channel"].get<std::string>());
+    INFO(m.body);
+    CHECK(texts.Find("event") == job["event"].dump());
+    CHECK(texts.Find("content") == job["content"].dump());
+    CHECK(job["event"]["id"] == event.id);
+    CHECK(job["event"]["source"] == event.source);
+    CHECK(job["event"]["type"] == event.type);
+    CHECK(job["event"]["time"] == FormatRfc3339(event.time));
+    CHECK(job["event"]["expires_at"] == FormatRfc3339(*event.expires_at));
+    CHECK(job["event"]["category"] == "billing");
+    CHECK(job["event"]["critical"] == false);
+    CHECK(job["event"]["priority"] == "normal");
+  }
+  CHECK(channels == std::set<std::string>{"in_app", "email", "webhook"});
 }
