@@ -41,11 +41,12 @@ std::string TimedId(const char* prefix, SystemTime begun, std::initializer_list<
   Sha256(input, md);
   const long long ms = std::max<long long>(
       0, std::chrono::duration_cast<std::chrono::milliseconds>(begun.time_since_epoch()).count());
-  char time_hex[16];
-  std::snprintf(time_hex, sizeof time_hex, "%011llx", static_cast<unsigned long long>(ms) & 0xfffffffffffULL);
   static const char* hex = "0123456789abcdef";
   std::string out = prefix;
-  out += time_hex;
+  out.reserve(out.size() + 32);
+  // 11 hex digits of the ms, most significant first (what "%011llx" of the low 44 bits wrote).
+  const unsigned long long t = static_cast<unsigned long long>(ms) & 0xfffffffffffULL;
+  for (int shift = 40; shift >= 0; shift -= 4) out += hex[(t >> shift) & 15];
   for (int i = 0; i < 11; ++i) {
     out += hex[md[i] >> 4];
     if (i < 10) out += hex[md[i] & 15];

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -31,4 +32,17 @@ TEST_CASE("Ids: threads computing ids at once get the same answers") {
   for (std::thread& th : threads) th.join();
   for (const std::string& g : got) CHECK(g == got[0]);
   CHECK(got[0].rfind("d-1a20846fe7b7ed5969d728d4298cbba9/", 0) == 0);
+}
+
+TEST_CASE("Ids: the time digits are the ms in 11 hex digits, as \"%011llx\" wrote them") {
+  // (A SystemTime holds nanoseconds in 64 bits: up to about 0x85f00000000 ms.)
+  for (unsigned long long ms : {0ULL, 1ULL, 0xfULL, 0x10ULL, 0xabcULL, 1795435200123ULL, 0x7fedcba9876ULL}) {
+    char want[16];
+    std::snprintf(want, sizeof want, "%011llx", ms & 0xfffffffffffULL);
+    const SystemTime begun{std::chrono::milliseconds(static_cast<long long>(ms))};
+    INFO(ms);
+    CHECK(NotificationId("e", "u", begun).substr(2, 11) == want);
+    CHECK(DeliveryId("e", "u", "in_app", begun).substr(2, 11) == want);
+    CHECK(NotificationId("e", "u", begun).size() == 34);
+  }
 }

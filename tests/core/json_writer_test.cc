@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 
 using namespace herald;
 
@@ -31,4 +32,32 @@ TEST_CASE("JsonWriter: an object of strings, ints and bools in key order is nloh
   out.clear();
   JsonWriter(out).Open().Bool("a", true).Int("b", -42).Str("c", "x").Close();
   CHECK(out == nlohmann::json{{"a", true}, {"b", -42}, {"c", "x"}}.dump());
+}
+
+TEST_CASE("JsonWriter: long strings with characters to escape anywhere, block edges included, match nlohmann") {
+  // The scan takes 16 bytes at a time: every length around a block, each special at every place.
+  const std::string specials = std::string("\"\\\n\x01\x1f\b", 6) + std::string(1, '\0');
+  for (size_t len = 0; len <= 49; ++len) {
+    for (size_t at = 0; at < len; ++at) {
+      for (char c : specials) {
+        std::string s(len, 'a');
+        s[at] = c;
+        std::string out;
+        AppendJsonString(out, s);
+        REQUIRE(out == nlohmann::json(s).dump());
+      }
+    }
+  }
+  // Random text: printable ASCII, UTF-8 sequences, the characters that need escaping.
+  std::mt19937 rng(11);
+  const std::vector<std::string> pieces = {"a", "Z", " ", "~", "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                           "\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", std::string(1, '\0')};
+  for (int n = 0; n < 2000; ++n) {
+    std::string s;
+    const int parts = static_cast<int>(rng() % 80);
+    for (int i = 0; i < parts; ++i) s += pieces[rng() % (i % 7 == 0 ? pieces.size() : 8)];
+    std::string out;
+    AppendJsonString(out, s);
+    REQUIRE(out == nlohmann::json(s).dump());
+  }
 }

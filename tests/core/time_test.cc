@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <cstdio>
 
 #include "core/time.h"
 
@@ -37,4 +38,28 @@ TEST_CASE("Duration: parses units and formats the shortest exact form") {
   CHECK(FormatDuration(Millis(4000)) == "4s");
   CHECK(FormatDuration(Millis(120000)) == "2m");
   CHECK(FormatDuration(Millis(86400000)) == "1d");
+}
+
+TEST_CASE("Rfc3339: formatting writes what printf wrote, over the years and to the millisecond") {
+  auto printf_form = [](SystemTime t) {
+    auto ms = time_point_cast<milliseconds>(t);
+    auto d = floor<days>(ms);
+    year_month_day ymd(d);
+    hh_mm_ss hms(ms - d);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02lld.%03lldZ", int(ymd.year()), unsigned(ymd.month()),
+                  unsigned(ymd.day()), long(hms.hours().count()), long(hms.minutes().count()),
+                  static_cast<long long>(hms.seconds().count()), static_cast<long long>(hms.subseconds().count()));
+    return std::string(buf);
+  };
+  // Over all a SystemTime holds (nanoseconds in 64 bits: 1677 to 2262), in steps that reach every
+  // field's digits.
+  for (long long ms = -9'200'000'000'000LL; ms < 9'200'000'000'000LL; ms += 1'000'003'777LL) {
+    const SystemTime t{milliseconds(ms)};
+    INFO(ms);
+    REQUIRE(FormatRfc3339(t) == printf_form(t));
+  }
+  CHECK(FormatRfc3339(SystemTime{}) == "1970-01-01T00:00:00.000Z");
+  CHECK(FormatRfc3339(SystemTime{milliseconds(7'258'118'399'999LL)}) == "2199-12-31T23:59:59.999Z");
+  CHECK(FormatRfc3339(SystemTime{milliseconds(-1)}) == "1969-12-31T23:59:59.999Z");
 }
