@@ -1,8 +1,8 @@
 #include "core/time.h"
 
 #include <charconv>
-#include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 namespace herald {
 namespace {
@@ -74,20 +74,15 @@ std::string FormatRfc3339(SystemTime t) {
   auto days = floor<std::chrono::days>(ms);
   year_month_day ymd(days);
   hh_mm_ss hms(ms - days);
-  const int year = int(ymd.year());
-  char buf[40];
-  if (year < 0 || year > 9999) {  // not four digits: as printf writes it
-    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02lld.%03lldZ", year, unsigned(ymd.month()),
-                  unsigned(ymd.day()), long(hms.hours().count()), long(hms.minutes().count()),
-                  static_cast<long long>(hms.seconds().count()), static_cast<long long>(hms.subseconds().count()));
-    return buf;
-  }
+  // A SystemTime counts nanoseconds in 64 bits: its years are 1677 to 2262, always four digits.
+  static_assert(std::is_same_v<SystemTime::duration, std::chrono::nanoseconds>);
   // YYYY-MM-DDTHH:MM:SS.mmmZ by hand: snprintf was a tenth of the engine's instructions per event.
   auto put = [](char* at, long long v, int digits) {
     for (int i = digits - 1; i >= 0; --i, v /= 10) at[i] = static_cast<char>('0' + v % 10);
   };
+  char buf[24];
   std::memcpy(buf, "0000-00-00T00:00:00.000Z", 24);
-  put(buf, year, 4);
+  put(buf, int(ymd.year()), 4);
   put(buf + 5, unsigned(ymd.month()), 2);
   put(buf + 8, unsigned(ymd.day()), 2);
   put(buf + 11, hms.hours().count(), 2);

@@ -113,11 +113,7 @@ constexpr size_t kBatchSmall = 8;
 // store works either way). MEMSTATUS off: SQLite otherwise counts every allocation under one
 // global mutex, which every connection of every thread takes on each malloc and free.
 void ConfigureSqliteOnce() {
-  static const bool done = [] {
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    return true;
-  }();
-  (void)done;
+  [[maybe_unused]] static const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
 // SqliteStore's checkpointer thread checkpoints the WAL each time this many frames were added

@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -684,37 +685,44 @@ json Targets(const json& r) {
   return t;
 }
 
+// The mean of each number under `key` (an object of numbers, or a number) over the turns that have
+// it, each weighed by `weight(turn)`; null if no turn has it.
+json WeightedMean(const json& turns, const char* key, const std::function<double(const json&)>& weight) {
+  std::map<std::string, double> sums;  // "" for a plain number
+  double total = 0;
+  for (const json& t : turns) {
+    if (!t.contains(key)) continue;
+    const double w = weight(t);
+    total += w;
+    if (t[key].is_object()) {
+      for (const auto& [k, v] : t[key].items()) sums[k] += v.get<double>() * w;
+    } else {
+      sums[""] += t[key].get<double>() * w;
+    }
+  }
+  if (total <= 0) return nullptr;
+  if (sums.size() == 1 && sums.count("")) return sums[""] / total;
+  json r = json::object();
+  for (const auto& [k, v] : sums) r[k] = v / total;
+  return r;
+}
+
 // One result of several ClosedLoop turns of one system: rates over the sum of their counted
-// windows, per-event figures weighed by each turn's events, and the turns themselves.
+// windows, per-event figures weighed by each turn's events (per-second ones by its window), and
+// the turns themselves.
 json PoolClosedLoops(const json& turns) {
   double window_s = 0, events = 0, drain_s = 0;
   int64_t published = 0, completed = 0, duplicates = 0, strays = 0;
   bool drained = true;
-  std::map<std::string, double> per_event, busy_s, threads;  // sums of value x events (or x window)
-  double events_with_cpu = 0, events_with_disk = 0, window_with_cpu = 0;
   for (const json& t : turns) {
-    const double w = t["window_s"].get<double>();
-    const double e = static_cast<double>(t["events_in_window"].get<int64_t>());
-    window_s += w;
-    events += e;
+    window_s += t["window_s"].get<double>();
+    events += static_cast<double>(t["events_in_window"].get<int64_t>());
     published += t["published"].get<int64_t>();
     completed += t["completed"].get<int64_t>();
     duplicates += t["duplicates"].get<int64_t>();
     strays += t["strays"].get<int64_t>();
     drained = drained && t["drained"].get<bool>();
     drain_s = std::max(drain_s, t["drain_s"].get<double>());
-    if (t.contains("cpu_s_per_1000_events")) {
-      events_with_cpu += e;
-      window_with_cpu += w;
-      for (const auto& [k, v] : t["cpu_s_per_1000_events"].items()) per_event["cpu/" + k] += v.get<double>() * e;
-      per_event["switches"] += t["context_switches_per_event"].get<double>() * e;
-      for (const auto& [k, v] : t["cpu_cores_busy"].items()) busy_s[k] += v.get<double>() * w;
-      for (const auto& [k, v] : t["cpu_us_per_event_by_thread"].items()) threads[k] += v.get<double>() * e;
-    }
-    if (t.contains("disk_kb_written_per_event")) {
-      events_with_disk += e;
-      for (const auto& [k, v] : t["disk_kb_written_per_event"].items()) per_event["disk/" + k] += v.get<double>() * e;
-    }
   }
   json r = {{"phase", "sustained"},
             {"turns", turns},
@@ -728,25 +736,13 @@ json PoolClosedLoops(const json& turns) {
             {"deliveries_per_s", window_s > 0 ? 2 * events / window_s : 0},
             {"duplicates", duplicates},
             {"strays", strays}};
-  if (events_with_cpu > 0) {
-    json cpu = json::object(), busy = json::object(), by_thread = json::object();
-    for (const auto& [k, v] : per_event) {
-      if (k.rfind("cpu/", 0) == 0) cpu[k.substr(4)] = v / events_with_cpu;
-    }
-    for (const auto& [k, v] : busy_s) busy[k] = v / window_with_cpu;
-    for (const auto& [k, v] : threads) by_thread[k] = v / events_with_cpu;
-    r["cpu_s_per_1000_events"] = cpu;
-    r["context_switches_per_event"] = per_event["switches"] / events_with_cpu;
-    r["cpu_cores_busy"] = busy;
-    r["cpu_us_per_event_by_thread"] = by_thread;
+  auto by_events = [](const json& t) { return static_cast<double>(t["events_in_window"].get<int64_t>()); };
+  auto by_window = [](const json& t) { return t["window_s"].get<double>(); };
+  for (const char* key : {"cpu_s_per_1000_events", "context_switches_per_event", "cpu_us_per_event_by_thread",
+                          "disk_kb_written_per_event"}) {
+    if (json m = WeightedMean(turns, key, by_events); !m.is_null()) r[key] = std::move(m);
   }
-  if (events_with_disk > 0) {
-    json disk = json::object();
-    for (const auto& [k, v] : per_event) {
-      if (k.rfind("disk/", 0) == 0) disk[k.substr(5)] = v / events_with_disk;
-    }
-    r["disk_kb_written_per_event"] = disk;
-  }
+  if (json m = WeightedMean(turns, "cpu_cores_busy", by_window); !m.is_null()) r["cpu_cores_busy"] = std::move(m);
   return r;
 }
 
