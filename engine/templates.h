@@ -28,4 +28,12 @@ struct RenderedContent {
 Status Render(const EventTypeConfig& type, const std::string& channel, const std::string& locale,
               const std::string& default_locale, const nlohmann::json& vars, RenderedContent& out);
 
+// One template source rendered with `vars` (an object), values HTML-escaped if `html`: the way
+// Render renders each field (a template of plain variables without libmstch, any other with it).
+std::string RenderTemplate(const std::string& source, const nlohmann::json& vars, bool html);
+// The same with libmstch whatever the template, and whether RenderTemplate would do without it:
+// for tests that hold the two to the same output.
+std::string RenderTemplateWithMstch(const std::string& source, const nlohmann::json& vars, bool html);
+bool IsPlainTemplate(const std::string& source);
+
 }  // namespace herald
