@@ -137,18 +137,6 @@ const nlohmann::json* FindName(std::string_view name, const nlohmann::json* node
   return it == node->end() ? nullptr : &*it;
 }
 
-void AppendValue(std::string& out, const nlohmann::json* v, bool html);
-
-std::string RenderPlain(const PlainTemplate& t, const nlohmann::json& vars, bool html) {
-  std::string out;
-  for (const auto& [text, name] : t.parts) {
-    out += text;
-    AppendValue(out, FindName(name, &vars), html);
-  }
-  out += t.tail;
-  return out;
-}
-
 // A value as ToNode converts it and libmstch renders the node: strings (escaped in HTML), numbers
 // as written, booleans as true/false, anything else as nothing.
 void AppendValue(std::string& out, const nlohmann::json* v, bool html) {
@@ -163,6 +151,16 @@ void AppendValue(std::string& out, const nlohmann::json* v, bool html) {
     case nlohmann::json::value_t::number_float: out += v->dump(); break;
     default: break;
   }
+}
+
+std::string RenderPlain(const PlainTemplate& t, const nlohmann::json& vars, bool html) {
+  std::string out;
+  for (const auto& [text, name] : t.parts) {
+    out += text;
+    AppendValue(out, FindName(name, &vars), html);
+  }
+  out += t.tail;
+  return out;
 }
 
 // Compiled templates by source, per thread (no lock on the engine's path). Bounded: a
@@ -278,9 +276,8 @@ Status Render(const EventTypeConfig& type, const std::string& channel, const std
 }
 
 std::string RenderTemplate(const std::string& source, const nlohmann::json& vars, bool html) {
-  UseRawEscaping();
   if (const std::optional<PlainTemplate>& compiled = Compiled(source)) return RenderPlain(*compiled, vars, html);
-  return mstch::render(source, ToNode(vars, html));
+  return RenderTemplateWithMstch(source, vars, html);
 }
 
 std::string RenderTemplateWithMstch(const std::string& source, const nlohmann::json& vars, bool html) {
